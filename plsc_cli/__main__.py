@@ -1,0 +1,3 @@
+from plsc_cli.cli.app import main
+
+main()
