@@ -96,9 +96,10 @@ def add_log_file(output_dir: str | os.PathLike[str], name: str = LOG_FILE_NAME) 
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("plsc_cli")
     for handler in logger.handlers:
-        if isinstance(handler, logging.FileHandler) and Path(
-            handler.baseFilename
-        ) == path.resolve():
+        if (
+            isinstance(handler, logging.FileHandler)
+            and Path(handler.baseFilename) == path.resolve()
+        ):
             return path
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)

@@ -51,9 +51,7 @@ def pack(
 
 @app.command("convert")
 def convert(
-    mode: Annotated[
-        str, typer.Option(help="Direction: image2bin or bin2image.")
-    ],
+    mode: Annotated[str, typer.Option(help="Direction: image2bin or bin2image.")],
     image_path: Annotated[Path, typer.Option(help="Image file or folder.")],
     bin_path: Annotated[Path, typer.Option(help="kv .bin file or folder.")],
 ) -> None:

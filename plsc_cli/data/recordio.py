@@ -66,7 +66,7 @@ def pack_payload(
 ) -> bytes:
     """Build a record payload: scalar label (flag 0) or a label array (flag = len)."""
     if np.ndim(label) == 0:
-        return _HEADER.pack(0, float(label), id, id2) + image
+        return _HEADER.pack(0, float(np.asarray(label)), id, id2) + image
     labels = np.asarray(label, dtype="<f4").reshape(-1)
     head = _HEADER.pack(len(labels), 0.0, id, id2)
     return head + labels.tobytes() + image
@@ -138,7 +138,9 @@ class RecordIOReader:
         while True:
             head = f.read(8)
             if len(head) < 8:
-                raise PlscError(f"{where}: file ends inside a record header (truncated)")
+                raise PlscError(
+                    f"{where}: file ends inside a record header (truncated)"
+                )
             magic, lrec = struct.unpack("<II", head)
             if magic != MAGIC:
                 raise PlscError(

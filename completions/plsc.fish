@@ -1,0 +1,1 @@
+complete --command plsc --no-files --arguments "(env _PLSC_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) plsc)" --condition "env _PLSC_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) plsc"
