@@ -31,7 +31,7 @@ def assert_ok(result: Result) -> None:
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> str:
-    """Check exit code 1 and a single stderr line that holds every fragment."""
+    """Check exit code 1 and a single stderr line that contains every fragment."""
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -139,7 +139,7 @@ def test_extract_workers_resume(friends: Path, tmp_path: Path) -> None:
         path.unlink()
     (out / "label.txt").unlink()
     (images_dir / ".00000101.jpg.4242.tmp").write_bytes(b"\xff\xd8partial")
-    kept = {
+    kept_stats = {
         p.name: p.stat() for p in images_dir.iterdir() if not p.name.startswith(".")
     }
 
@@ -148,9 +148,9 @@ def test_extract_workers_resume(friends: Path, tmp_path: Path) -> None:
     )
     assert (out / "label.txt").read_bytes() == first_labels
     assert sorted(p.name for p in images_dir.iterdir()) == sorted(
-        [*kept, *(p.name for p in removed)]
+        [*kept_stats, *(p.name for p in removed)]
     )
-    for name, before in kept.items():
+    for name, before in kept_stats.items():
         after = (images_dir / name).stat()
         assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     images = record_images(friends)

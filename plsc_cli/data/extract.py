@@ -99,7 +99,7 @@ def _init_worker(reader: RecordIOReader, images_dir: Path, reencode: bool) -> No
 
 def _encode_record(key: int, image: bytes, where: str) -> tuple[bytes, str]:
     if not image:
-        raise PlscError(f"{where}: the record holds no image bytes")
+        raise PlscError(f"{where}: the record has no image bytes (empty payload)")
     try:
         if _worker["reencode"]:
             return encode_jpeg(decode_image_bgr(image), REENCODE_QUALITY), ".jpg"
@@ -145,7 +145,7 @@ def _existing_images(images_dir: Path) -> dict[str, str]:
 
 
 def _check_settings(output_dir: Path, rec_path: Path, reencode: bool) -> None:
-    """Refuse to resume an extraction that used other settings."""
+    """Reject resuming an extraction that used other settings."""
     path = output_dir / SETTINGS_FILE
     settings = {"rec_path": str(rec_path.resolve()), "reencode": reencode}
     if path.is_file():
@@ -153,12 +153,12 @@ def _check_settings(output_dir: Path, rec_path: Path, reencode: bool) -> None:
         if previous.get("reencode") != reencode:
             flag = "--reencode" if previous.get("reencode") else "no --reencode"
             raise PlscUsageError(
-                f"{output_dir} holds an extraction made with {flag}; rerun with the "
+                f"{output_dir} contains an extraction made with {flag}; rerun with the "
                 "same options to resume, or use an empty --output-dir"
             )
         if previous.get("rec_path") != settings["rec_path"]:
             raise PlscUsageError(
-                f"{output_dir} holds an extraction of {previous.get('rec_path')}; "
+                f"{output_dir} contains an extraction of {previous.get('rec_path')}; "
                 "use an empty --output-dir for another dataset"
             )
     write_text_atomic(path, json.dumps(settings, indent=2) + "\n")

@@ -1,10 +1,10 @@
 """Pack a ``label.txt`` dataset or a folder per identity into RecordIO.
 
-The output is the InsightFace layout that ``scan_recordio`` and MXNet read:
-record 0 is a header with labels [image end, identity end], records
-1..N are the images sorted by class (scalar float label, the file bytes as
-they are), then one identity record per class with labels [first, end) of its
-image keys. ``property`` holds ``num_classes,height,width``.
+The output is the InsightFace layout that ``scan_recordio`` and MXNet read.
+Record 0 is a header with labels [image end, identity end]. Records 1..N are
+the images sorted by class, each with a scalar float label and the file bytes
+as they are. One identity record per class follows, with labels [first, end)
+of its image keys. ``property`` contains ``num_classes,height,width``.
 """
 
 from __future__ import annotations
@@ -163,9 +163,9 @@ def pack_dataset(
 ) -> dict[str, Any]:
     """Pack images into InsightFace-layout RecordIO and return a summary.
 
-    With ``label_file``, images and labels come from it (paths relative to
-    ``image_dir``); without, each subfolder of ``image_dir`` is one identity and
-    ``classes.txt`` (``label<TAB>folder name``) is written too.
+    With ``label_file``, images and labels come from it, and its relative paths
+    resolve against ``image_dir``. Without it, each subfolder of ``image_dir``
+    is one identity, and ``classes.txt`` (``label<TAB>folder name``) is written.
     """
     image_dir = Path(image_dir)
     output_dir = Path(output_dir)
