@@ -140,6 +140,8 @@ def pack(
     """
     from plsc_cli.data.pack import pack_dataset
 
+    output_dir.mkdir(parents=True, exist_ok=True)
+    console.add_log_file(output_dir)
     with ProgressBar("pack", "img") as bar:
         summary = pack_dataset(
             image_dir,

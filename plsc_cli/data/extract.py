@@ -258,9 +258,14 @@ def extract_recordio(
         on_start(len(index))
 
     with RecordIOReader(index.rec_path, index.idx_path) as reader:
-        records = _run_chunks(
-            reader, images_dir, index, existing, reencode, workers, progress
-        )
+        try:
+            records = _run_chunks(
+                reader, images_dir, index, existing, reencode, workers, progress
+            )
+        except BaseException:
+            # The workers are stopped by now, so any temporary file is partial.
+            remove_stale_temp_files(images_dir)
+            raise
     labels = np.array([r.label for r in records], dtype=np.int64)
 
     # The InsightFace identity records and each image record's own label must

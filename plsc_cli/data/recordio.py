@@ -67,7 +67,7 @@ def pack_payload(
 ) -> bytes:
     """Build a record payload: scalar label (flag 0) or a label array (flag = len)."""
     if np.ndim(label) == 0:
-        return _HEADER.pack(0, float(label), id, id2) + image
+        return _HEADER.pack(0, float(np.asarray(label)), id, id2) + image
     labels = np.asarray(label, dtype="<f4").reshape(-1)
     head = _HEADER.pack(len(labels), 0.0, id, id2)
     return head + labels.tobytes() + image
