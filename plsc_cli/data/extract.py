@@ -54,7 +54,7 @@ REENCODE_QUALITY = 100
 CHUNK_SIZE = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExtractedRecord:
     key: int
     label: int  # the record's own class label
