@@ -11,7 +11,9 @@ def test_help_lists_commands():
 
 
 def test_legacy_options_rewritten():
-    assert rewrite_legacy_options(["--root_dir", "a_b", "--cdd_num=5", "--", "--x_y"]) == [
+    assert rewrite_legacy_options(
+        ["--root_dir", "a_b", "--cdd_num=5", "--", "--x_y"]
+    ) == [
         "--root-dir",
         "a_b",
         "--candidates=5",
