@@ -64,12 +64,13 @@ class ScalarWriter:
             self._vdl = LogWriter(logdir=str(run_dir / "vdl"))
 
     def _drop_rows_after(self, start_step: int) -> None:
-        """Remove rows of steps >= start_step left by a run that crashed later."""
+        """Remove rows after start_step, left by a run that went on past its last
+        checkpoint."""
         if not self.path.exists():
             return
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < start_step]
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= start_step]
         if len(kept) != len(rows):
             with open(self.path, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerows(kept)

@@ -1,7 +1,7 @@
 """Training precision: float32, or pure FP16 with dynamic loss scaling on GPU.
 
 Pure FP16 (Paddle AMP level O2) keeps the backbone's weights and activations in
-float16 and float32 master weights in the optimizer. The loss scale multiplies
+float16; the optimizer keeps float32 master weights. The loss scale multiplies
 the gradient that flows from the head into the backbone, not the head's own
 gradients: the head keeps its own storage dtype and computes its update in
 float32, so only the backbone's float16 backward needs protection from
@@ -76,19 +76,13 @@ class Precision:
             )
         return f"precision: float32 on {device}; class centers stored in {head_dtype}"
 
-    def decorate(self, backbone: Any, optimizer: Any) -> tuple[Any, Any]:
-        """Cast the backbone to float16 and give the optimizer master weights."""
+    def decorate(self, backbone: Any) -> Any:
+        """Cast the backbone to float16 (batch norm stays float32) for pure FP16."""
         if not self.fp16:
-            return backbone, optimizer
+            return backbone
         import paddle
 
-        return paddle.amp.decorate(
-            models=backbone,
-            optimizers=optimizer,
-            level="O2",
-            dtype="float16",
-            master_weight=True,
-        )
+        return paddle.amp.decorate(models=backbone, level="O2", dtype="float16")
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:

@@ -39,6 +39,7 @@ from plsc_cli.engine.metrics import (
     format_step_line,
     peak_memory_gib,
 )
+from plsc_cli.engine.optimizer import MomentumSGD
 from plsc_cli.engine.precision import Precision, scale_gradient
 from plsc_cli.engine.schedule import learning_rate
 from plsc_cli.errors import PlscError
@@ -124,6 +125,7 @@ class Trainer:
             rank, world_size = runtime.init_process_group()
         self.rank, self.world_size = rank, world_size
         self.run_dir = Path(config.output_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         fp16 = config.fp16 if config.fp16 is not None else self.device == "gpu"
         if fp16 and self.device != "gpu":
             raise PlscError("--fp16 needs a GPU; CPU has no float16 matmul kernels")
@@ -155,24 +157,17 @@ class Trainer:
 
     def _build_model(self) -> None:
         import paddle
-        from paddle.utils import unique_name
 
         config = self.config
-        # The same seed on every rank gives every rank the same initial backbone;
-        # the unique-name guard gives parameters the same names in every
-        # process, which the optimizer state in checkpoints is keyed by.
+        # The same seed on every rank gives every rank the same initial backbone.
         paddle.seed(config.seed)
-        with unique_name.guard():
-            backbone = self.components.build_backbone(
-                config.backbone, embedding_size=config.embedding_size
-            )
-            optimizer = paddle.optimizer.Momentum(
-                learning_rate=self.base_lr,
-                momentum=config.momentum,
-                parameters=backbone.parameters(),
-                weight_decay=paddle.regularizer.L2Decay(config.weight_decay),
-            )
-        self.backbone, self.optimizer = self.precision.decorate(backbone, optimizer)
+        backbone = self.components.build_backbone(
+            config.backbone, embedding_size=config.embedding_size
+        )
+        self.backbone = self.precision.decorate(backbone)
+        self.optimizer = MomentumSGD(
+            self.backbone, momentum=config.momentum, weight_decay=config.weight_decay
+        )
         self.params = [p for p in self.backbone.parameters() if not p.stop_gradient]
         if config.mode == "static":
             self.forward = paddle.jit.to_static(self.backbone, full_graph=True)
@@ -471,7 +466,7 @@ class Trainer:
         self.backbone.set_state_dict(
             {k: paddle.to_tensor(v) for k, v in loaded.backbone.items()}
         )
-        self.optimizer.set_state_dict(_to_tensors(loaded.optimizer))
+        self.optimizer.set_state_dict(loaded.optimizer)
         self.head.load_shard_state(loaded.head)
 
         rng = loaded.rng
@@ -548,20 +543,6 @@ class Trainer:
         )
         if not math.isfinite(loss):
             logger.warning("loss is %s at step %d", loss, self.state.step)
-
-
-def _to_tensors(state: dict[str, Any]) -> dict[str, Any]:
-    import paddle
-
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            out[key] = _to_tensors(value)
-        elif isinstance(value, np.ndarray):
-            out[key] = paddle.to_tensor(value)
-        else:
-            out[key] = value
-    return out
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
