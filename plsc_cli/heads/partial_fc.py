@@ -1,0 +1,632 @@
+"""Partial FC: a margin softmax head whose class centers are sharded across ranks.
+
+Rank ``r`` stores the centers and momentum of its class range (see
+``ClassShard``). A step is::
+
+    loss = head(local_embeddings, local_labels)  # all-gathers features and labels
+    loss.backward()                              # gradient reaches local_embeddings
+    head.step(lr)                                # sparse momentum SGD on sampled rows
+
+On CPU the head computes in float32 with NumPy inside a PyLayer, chunk by chunk over
+the sampled centers. The forward pass runs an online softmax (running row maximum
+and sum of exponentials, rescaled when the maximum grows) and accumulates the
+feature gradient in the same pass, so no [num_sample, D] float32 copy exists at any
+time. It keeps the [global_batch, num_sample] cosines for ``step()``, which forms
+the center gradients chunk by chunk from them and applies the update at once.
+
+On a CUDA device the head uses Paddle's fused ``class_center_sample`` and
+``margin_cross_entropy`` with the model-parallel group.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import paddle
+from paddle.autograd import PyLayer
+
+from plsc_cli.distributed.collectives import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    all_reduce_max,
+    all_reduce_sum,
+    group_rank_and_size,
+)
+from plsc_cli.distributed.shard import ClassShard
+from plsc_cli.errors import PlscError, PlscUsageError
+from plsc_cli.heads import center_storage
+from plsc_cli.heads.margin import resolve_margins, target_logit_and_slope
+from plsc_cli.heads.sampling import (
+    SampledClasses,
+    num_samples_for_ratio,
+    sample_classes,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 16384
+# Floor for L2 norms, so that an all-zero feature or center gives zero, not NaN.
+NORM_EPS = 1e-12
+
+
+@dataclass
+class _PendingStep:
+    """What ``step()`` needs from the last forward pass on CPU."""
+
+    sampled: SampledClasses
+    normalized_features: np.ndarray  # [B, D] float32
+    cosine_chunks: list[np.ndarray]  # [B, chunk] float32 each, raw cosines
+    inverse_norms: np.ndarray  # [S] float32, 1 / ||w_j||
+    row_max: np.ndarray  # [B] float64, global maximum logit per row
+    row_sum: np.ndarray  # [B] float64, global sum of exp(logit - row_max)
+    target_rows: np.ndarray  # rows whose label is in this shard
+    target_cols: np.ndarray  # their label's position in the sampled list
+    target_logits: np.ndarray  # margin logits at those positions
+    target_slopes: np.ndarray  # d logit / d cosine at those positions
+    grad_scale: float | None = None  # upstream gradient of the loss; set by backward
+    chunk_bounds: list[tuple[int, int]] = field(default_factory=list)
+
+
+class _MarginSoftmaxCPU(PyLayer):
+    """Loss of the gathered features on this shard, with its analytic gradient."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, features: paddle.Tensor, labels: np.ndarray, head: PartialFC
+    ) -> paddle.Tensor:
+        loss, feature_grad = head._forward_cpu(features.numpy(), labels)
+        ctx.head = head
+        ctx.feature_grad = feature_grad
+        return paddle.to_tensor(np.asarray(loss, dtype=np.float32))
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: paddle.Tensor) -> paddle.Tensor:
+        scale = float(grad_loss.numpy())
+        ctx.head._set_grad_scale(scale)
+        return paddle.to_tensor(ctx.feature_grad * np.float32(scale))
+
+
+class PartialFC(paddle.nn.Layer):
+    """Sharded Partial FC head with a combined margin softmax and sparse momentum SGD.
+
+    Args:
+        num_classes: number of classes over all ranks.
+        embedding_size: feature dimension D.
+        margins: ``(m1, m2, m3)`` of ``s * (cos(m1 * theta + m2) - m3)`` or a preset
+            name from ``MARGIN_PRESETS`` ("arcface", "cosface", "sphereface").
+        scale: the logit scale s.
+        sample_ratio: share of each rank's classes used per step, in (0, 1]; a rank
+            samples ``round(sample_ratio * num_local)`` classes, or all positives
+            when there are more.
+        storage_dtype: "float32", "float16" or "bfloat16" for centers and momentum.
+        momentum: momentum factor mu of ``v = mu * v + g + wd * w; w -= lr * v``.
+        weight_decay: L2 factor wd, applied to sampled rows only.
+        seed: seed of the initial centers and of the negative sampling.
+        group: model-parallel process group; None means all ranks.
+        chunk_rows: sampled centers processed at once on CPU; bounds the transient
+            memory to a few ``chunk_rows x D`` float32 buffers.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margins: str | Sequence[float] = (1.0, 0.5, 0.0),
+        scale: float = 64.0,
+        sample_ratio: float = 1.0,
+        storage_dtype: str = "float32",
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        seed: int = 0,
+        group: Any = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> None:
+        super().__init__()
+        try:
+            self.margins = resolve_margins(margins)
+            center_storage.check_storage_dtype(storage_dtype)
+            rank, world_size = group_rank_and_size(group)
+            self.shard = ClassShard(num_classes, rank, world_size)
+            self.num_sample = num_samples_for_ratio(sample_ratio, self.shard.num_local)
+        except ValueError as error:
+            raise PlscUsageError(f"invalid Partial FC setting: {error}") from error
+        self.num_classes = num_classes
+        self.embedding_size = embedding_size
+        self.scale = float(scale)
+        self.sample_ratio = float(sample_ratio)
+        self.storage_dtype = storage_dtype
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.seed = int(seed)
+        self.group = group
+        self.chunk_rows = int(chunk_rows)
+        self.global_step = 0
+        self.use_fused_gpu_ops = (
+            paddle.is_compiled_with_cuda() and "gpu" in paddle.get_device()
+        )
+        self._pending: _PendingStep | None = None
+        self._gpu_pending: tuple[paddle.Tensor, paddle.Tensor] | None = None
+        self._buffers: dict[str, np.ndarray] = {}
+
+        shape = (self.shard.num_local, embedding_size)
+        numpy_dtype = center_storage.STORAGE_DTYPES[storage_dtype]
+        weight = np.empty(shape, numpy_dtype)
+        center_storage.init_centers(weight, self.shard.start, storage_dtype, self.seed)
+        # fill() touches every page, so the momentum's memory is committed now and
+        # not on some later step.
+        momentum_buffer = np.empty(shape, numpy_dtype)
+        momentum_buffer.fill(0)
+        if self.use_fused_gpu_ops:
+            self._weight_gpu = paddle.to_tensor(weight).view(self._paddle_dtype())
+            self._momentum_gpu = paddle.to_tensor(momentum_buffer).view(
+                self._paddle_dtype()
+            )
+            del weight, momentum_buffer
+        else:
+            self._weight = weight
+            self._momentum = momentum_buffer
+        logger.debug(
+            "Partial FC shard %d/%d: classes [%d, %d), %d sampled per step, %s",
+            rank,
+            world_size,
+            self.shard.start,
+            self.shard.end,
+            self.num_sample,
+            storage_dtype,
+        )
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self, local_embeddings: paddle.Tensor, local_labels: paddle.Tensor
+    ) -> paddle.Tensor:
+        """Return the mean margin softmax loss over the global batch.
+
+        ``local_embeddings`` is this rank's [n, D] features, ``local_labels`` its
+        [n] global class ids. Both are all-gathered over the group first.
+        """
+        if local_embeddings.ndim != 2 or local_embeddings.shape[1] != (
+            self.embedding_size
+        ):
+            raise PlscError(
+                f"Partial FC expects embeddings of shape [batch, "
+                f"{self.embedding_size}], got {list(local_embeddings.shape)}; check "
+                "the backbone's embedding size"
+            )
+        features = all_gather_with_grad(local_embeddings.astype("float32"), self.group)
+        labels = all_gather_no_grad(
+            local_labels.reshape([-1]).astype("int64"), self.group
+        )
+        if self.use_fused_gpu_ops:
+            return self._forward_gpu(features, labels)
+        labels_array = labels.numpy()
+        bad = (labels_array < 0) | (labels_array >= self.num_classes)
+        if bad.any():
+            raise PlscError(
+                f"label {int(labels_array[bad][0])} is outside [0, "
+                f"{self.num_classes}); check num_classes against the dataset"
+            )
+        return _MarginSoftmaxCPU.apply(features, labels_array, self)
+
+    def _forward_cpu(
+        self, features: np.ndarray, labels: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """Return the loss and its gradient for ``features`` from this rank's shard."""
+        batch_size = features.shape[0]
+        feature_norms = np.sqrt(np.einsum("ij,ij->i", features, features))
+        feature_norms = np.maximum(feature_norms, NORM_EPS)
+        normalized = features / feature_norms[:, None]
+        sampled = sample_classes(
+            labels, self.shard, self.num_sample, self.seed, self.global_step
+        )
+        num_sampled = sampled.indices.size
+        target_rows = np.nonzero(sampled.remapped_labels >= 0)[0]
+        target_cols = sampled.remapped_labels[target_rows]
+
+        row_max = np.full(batch_size, -np.inf)
+        row_sum = np.zeros(batch_size)
+        # Accumulates sum_j exp(logit_ij - row_max_i) * dlogit_ij/dcos_ij * w_j/|w_j|.
+        grad_accumulator = np.zeros_like(normalized)
+        target_term = np.zeros_like(normalized)
+        target_logits = np.zeros(target_rows.size)
+        target_slopes = np.zeros(target_rows.size)
+        inverse_norms = np.empty(num_sampled, np.float32)
+        cosine_chunks = []
+        chunk_bounds = self._chunk_bounds(num_sampled)
+        for start, end in chunk_bounds:
+            centers = self._read_rows("weight", sampled.indices, start, end)
+            squared = np.einsum("ij,ij->i", centers, centers)
+            chunk_inverse_norms = 1.0 / np.maximum(np.sqrt(squared), NORM_EPS)
+            inverse_norms[start:end] = chunk_inverse_norms
+            cosine = normalized @ centers.T
+            cosine *= chunk_inverse_norms
+            cosine_chunks.append(cosine)
+
+            in_chunk = (target_cols >= start) & (target_cols < end)
+            rows, cols = target_rows[in_chunk], target_cols[in_chunk] - start
+            logit, slope = target_logit_and_slope(
+                cosine[rows, cols], self.margins, self.scale
+            )
+            target_logits[in_chunk] = logit
+            target_slopes[in_chunk] = slope
+            target_term[rows] = (
+                slope[:, None] * centers[cols] * chunk_inverse_norms[cols, None]
+            )
+
+            exp_logits = cosine * np.float32(self.scale)
+            exp_logits[rows, cols] = logit
+            new_max = np.maximum(row_max, exp_logits.max(axis=1))
+            rescale = np.exp(row_max - new_max)
+            exp_logits -= new_max[:, None].astype(np.float32)
+            np.exp(exp_logits, out=exp_logits)
+            row_sum = row_sum * rescale + exp_logits.sum(axis=1, dtype=np.float64)
+            row_max = new_max
+
+            # Weight each exponential by dlogit/dcos and 1/|w_j| for the matmul.
+            exp_logits *= np.float32(self.scale)
+            exp_logits[rows, cols] *= (slope / self.scale).astype(np.float32)
+            exp_logits *= chunk_inverse_norms
+            grad_accumulator *= rescale[:, None].astype(np.float32)
+            grad_accumulator += exp_logits @ centers
+
+        # Combine the ranks' partial softmax sums at the global row maximum.
+        global_max = all_reduce_max(row_max, self.group)
+        local_factor = np.exp(row_max - global_max)
+        local_target = np.zeros(batch_size)
+        local_target[target_rows] = target_logits
+        reduced = all_reduce_sum(
+            np.concatenate([row_sum * local_factor, local_target]), self.group
+        )
+        global_sum, global_target = reduced[:batch_size], reduced[batch_size:]
+        loss = float(np.mean(np.log(global_sum) + global_max - global_target))
+
+        # d loss / d normalized feature from this shard: (softmax - one-hot) weighted
+        # by dlogit/dcos, times the normalized centers, averaged over the batch.
+        grad_normalized = grad_accumulator * (local_factor / global_sum)[:, None]
+        grad_normalized -= target_term
+        grad_normalized /= batch_size
+        radial = np.einsum("ij,ij->i", grad_normalized, normalized)
+        feature_grad = (grad_normalized - normalized * radial[:, None]) / (
+            feature_norms[:, None]
+        )
+
+        self._pending = _PendingStep(
+            sampled=sampled,
+            normalized_features=normalized.astype(np.float32, copy=False),
+            cosine_chunks=cosine_chunks,
+            inverse_norms=inverse_norms,
+            row_max=global_max,
+            row_sum=global_sum,
+            target_rows=target_rows,
+            target_cols=target_cols,
+            target_logits=target_logits,
+            target_slopes=target_slopes,
+            chunk_bounds=chunk_bounds,
+        )
+        return loss, feature_grad.astype(np.float32)
+
+    def _set_grad_scale(self, scale: float) -> None:
+        if self._pending is not None:
+            self._pending.grad_scale = scale
+
+    # --------------------------------------------------------------------- step
+
+    def _center_gradient_chunks(
+        self, pending: _PendingStep
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """Yield ``(start, end, q, c)`` per chunk of sampled centers.
+
+        The gradient of the loss for center j is ``q_j - c_j * w_j``: with
+        ``g_ij = dloss/dcos_ij``, ``q_j = sum_i g_ij * x_i / |w_j|`` and
+        ``c_j = sum_i g_ij * cos_ij / |w_j|^2``.
+        """
+        if pending.grad_scale is None:
+            raise RuntimeError("call loss.backward() before head.step()")
+        batch_size = pending.normalized_features.shape[0]
+        upstream = np.float32(pending.grad_scale / batch_size)
+        rows_all, cols_all = pending.target_rows, pending.target_cols
+        for chunk, (start, end) in enumerate(pending.chunk_bounds):
+            cosine = pending.cosine_chunks[chunk]
+            in_chunk = (cols_all >= start) & (cols_all < end)
+            rows, cols = rows_all[in_chunk], cols_all[in_chunk] - start
+
+            grad = cosine * np.float32(self.scale)
+            grad[rows, cols] = pending.target_logits[in_chunk]
+            grad -= pending.row_max[:, None].astype(np.float32)
+            np.exp(grad, out=grad)
+            grad *= (1.0 / pending.row_sum)[:, None].astype(np.float32)
+            grad[rows, cols] -= 1.0
+            grad *= upstream * np.float32(self.scale)
+            grad[rows, cols] *= (pending.target_slopes[in_chunk] / self.scale).astype(
+                np.float32
+            )
+            inverse_norms = pending.inverse_norms[start:end]
+            radial = np.einsum("ij,ij->j", grad, cosine)
+            grad *= inverse_norms
+            q = grad.T @ pending.normalized_features
+            yield start, end, q, radial * inverse_norms * inverse_norms
+
+    def sampled_center_gradients(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the sampled global class ids and their [S, D] float32 gradients.
+
+        For tests and debugging: this builds the full [S, D] array that ``step()``
+        avoids. Call it after ``loss.backward()`` and before ``step()``.
+        """
+        pending = self._require_pending()
+        indices = pending.sampled.indices
+        grads = np.empty((indices.size, self.embedding_size), np.float32)
+        for start, end, q, c in self._center_gradient_chunks(pending):
+            centers = self._read_rows("weight", indices, start, end)
+            grads[start:end] = q - centers * c[:, None]
+        return indices + self.shard.start, grads
+
+    def sampled_classes(self) -> np.ndarray:
+        """Return the global class ids sampled in the last forward pass."""
+        if self.use_fused_gpu_ops:
+            if self._gpu_pending is None:
+                raise RuntimeError("call the head's forward before sampled_classes()")
+            return self._gpu_pending[0].numpy() + self.shard.start
+        return self._require_pending().sampled.indices + self.shard.start
+
+    def step(self, lr: float) -> None:
+        """Apply momentum SGD with weight decay to the sampled centers only.
+
+        ``v = mu * v + g + wd * w`` and ``w = w - lr * v`` on the sampled rows,
+        computed in float32 and stored in the storage dtype; other rows keep their
+        bits. Call once after each ``loss.backward()``.
+        """
+        if self.use_fused_gpu_ops:
+            self._step_gpu(lr)
+            return
+        pending = self._require_pending()
+        indices = pending.sampled.indices
+        momentum = np.float32(self.momentum)
+        lr32 = np.float32(lr)
+        for start, end, q, c in self._center_gradient_chunks(pending):
+            centers = self._read_rows("weight", indices, start, end)
+            velocity = self._read_rows("momentum", indices, start, end)
+            scratch = self._buffer("update", end - start, np.float32)
+            velocity *= momentum
+            velocity += q
+            # g + wd * w = q + (wd - c) * w
+            coefficient = (self.weight_decay - c).astype(np.float32)
+            np.multiply(centers, coefficient[:, None], out=scratch)
+            velocity += scratch
+            np.multiply(velocity, lr32, out=scratch)
+            centers -= scratch
+            self._write_rows("weight", indices, start, end, centers)
+            self._write_rows("momentum", indices, start, end, velocity)
+        self._pending = None
+        self.global_step += 1
+
+    def _require_pending(self) -> _PendingStep:
+        if self._pending is None:
+            raise RuntimeError(
+                "no forward pass to apply; call loss = head(...) and "
+                "loss.backward() before head.step()"
+            )
+        return self._pending
+
+    # ------------------------------------------------------------- row storage
+
+    def _chunk_bounds(self, num_rows: int) -> list[tuple[int, int]]:
+        step = max(1, self.chunk_rows)
+        return [(s, min(s + step, num_rows)) for s in range(0, num_rows, step)]
+
+    def _buffer(self, name: str, rows: int, dtype: type[np.generic]) -> np.ndarray:
+        """Return a reused [rows, D] scratch array, at most ``chunk_rows`` long."""
+        key = f"{name}-{np.dtype(dtype).name}"
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape[0] < rows:
+            capacity = max(rows, min(self.chunk_rows, self.num_sample))
+            buffer = np.empty((capacity, self.embedding_size), dtype)
+            self._buffers[key] = buffer
+        return buffer[:rows]
+
+    def _is_contiguous(self, indices: np.ndarray) -> bool:
+        # All classes sampled: chunk rows are a slice of storage, no gather needed.
+        return indices.size == self.shard.num_local
+
+    def _read_rows(
+        self, name: str, indices: np.ndarray, start: int, end: int
+    ) -> np.ndarray:
+        """Return float32 rows ``indices[start:end]`` of the weight or momentum.
+
+        With float32 storage and all classes sampled this is a view of the storage,
+        so in-place updates write through; ``_write_rows`` then has nothing to do.
+        """
+        storage = self._weight if name == "weight" else self._momentum
+        rows = end - start
+        if self._is_contiguous(indices):
+            raw = storage[start:end]
+            if self.storage_dtype == "float32":
+                return raw
+        elif self.storage_dtype == "float32":
+            return np.take(
+                storage,
+                indices[start:end],
+                axis=0,
+                out=self._buffer(name, rows, np.float32),
+            )
+        else:
+            raw = np.take(
+                storage,
+                indices[start:end],
+                axis=0,
+                out=self._buffer(f"{name}-raw", rows, storage.dtype.type),
+            )
+        out = self._buffer(name, rows, np.float32)
+        return center_storage.widen(raw, out, self.storage_dtype)
+
+    def _write_rows(
+        self, name: str, indices: np.ndarray, start: int, end: int, values: np.ndarray
+    ) -> None:
+        storage = self._weight if name == "weight" else self._momentum
+        rows = end - start
+        contiguous = self._is_contiguous(indices)
+        if contiguous and self.storage_dtype == "float32":
+            return  # ``values`` is a view of the storage, already updated in place
+        scratch = None
+        if self.storage_dtype == "bfloat16":
+            scratch = self._buffer("narrow", rows, np.uint32)
+        if contiguous:
+            center_storage.narrow(
+                values, storage[start:end], self.storage_dtype, scratch
+            )
+            return
+        if self.storage_dtype == "float32":
+            storage[indices[start:end]] = values
+            return
+        raw = self._buffer(f"{name}-raw", rows, storage.dtype.type)
+        center_storage.narrow(values, raw, self.storage_dtype, scratch)
+        storage[indices[start:end]] = raw
+
+    # -------------------------------------------------------------- shard state
+
+    def shard_state(self) -> dict[str, Any]:
+        """Return this rank's centers, momentum and bookkeeping for a checkpoint.
+
+        ``weight`` and ``momentum`` are the live storage arrays on CPU (no copy);
+        bfloat16 rows are uint16 bit patterns. ``storage_dtype`` names the format.
+        """
+        if self.use_fused_gpu_ops:
+            weight = self._weight_gpu.numpy()
+            momentum = self._momentum_gpu.numpy()
+        else:
+            weight, momentum = self._weight, self._momentum
+        return {
+            "weight": weight,
+            "momentum": momentum,
+            "class_start": self.shard.start,
+            "class_end": self.shard.end,
+            "num_classes": self.num_classes,
+            "step": self.global_step,
+            "seed": self.seed,
+            "storage_dtype": self.storage_dtype,
+        }
+
+    def load_shard_state(self, state: dict[str, Any]) -> None:
+        """Load centers and momentum saved by ``shard_state`` for the same classes.
+
+        Float arrays of another dtype are converted to this head's storage dtype.
+        Use ``reshard_states`` first when the world size changed.
+        """
+        expected = (self.shard.start, self.shard.end, self.num_classes)
+        found = (
+            int(state["class_start"]),
+            int(state["class_end"]),
+            int(state["num_classes"]),
+        )
+        if found != expected:
+            raise PlscError(
+                f"head shard state covers classes [{found[0]}, {found[1]}) of "
+                f"{found[2]}, but this rank owns [{expected[0]}, {expected[1]}) of "
+                f"{expected[2]}; re-shard the checkpoint with reshard_states for "
+                "the new world size"
+            )
+        saved_dtype = str(state.get("storage_dtype", "float32"))
+        arrays = {}
+        for key in ("weight", "momentum"):
+            array = np.asarray(state[key])
+            if array.shape != (self.shard.num_local, self.embedding_size):
+                raise PlscError(
+                    f"head shard state {key!r} has shape {array.shape}, expected "
+                    f"{(self.shard.num_local, self.embedding_size)}; check "
+                    "num_classes and the embedding size"
+                )
+            if saved_dtype != self.storage_dtype:
+                array = center_storage.from_float32(
+                    center_storage.to_float32(array, saved_dtype), self.storage_dtype
+                )
+            arrays[key] = array
+        if self.use_fused_gpu_ops:
+            self._weight_gpu = paddle.to_tensor(arrays["weight"]).view(
+                self._paddle_dtype()
+            )
+            self._momentum_gpu = paddle.to_tensor(arrays["momentum"]).view(
+                self._paddle_dtype()
+            )
+        else:
+            np.copyto(self._weight, arrays["weight"], casting="same_kind")
+            np.copyto(self._momentum, arrays["momentum"], casting="same_kind")
+        self.global_step = int(state["step"])
+        self.seed = int(state["seed"])
+        self._pending = None
+
+    # ---------------------------------------------------------------- GPU path
+
+    def _paddle_dtype(self) -> str:
+        return self.storage_dtype
+
+    def _forward_gpu(
+        self, features: paddle.Tensor, labels: paddle.Tensor
+    ) -> paddle.Tensor:
+        # NOTE: this path has not run on a GPU yet; no CUDA machine was available
+        # when it was written. The gpu-marked test in tests/test_partial_fc.py
+        # checks it against the CPU path.
+        import paddle.nn.functional as F
+
+        _, world_size = group_rank_and_size(self.group)
+        group = self.group if world_size > 1 else False
+        if self.num_sample < self.shard.num_local:
+            remapped, sampled = F.class_center_sample(
+                labels, self.shard.num_local, self.num_sample, group=group
+            )
+        else:
+            remapped = labels
+            sampled = paddle.arange(self.shard.num_local, dtype="int64")
+        centers = paddle.gather(self._weight_gpu, sampled).astype("float32").detach()
+        centers.stop_gradient = False
+        logits = paddle.matmul(
+            F.normalize(features, axis=1),
+            F.normalize(centers, axis=1),
+            transpose_y=True,
+        )
+        m1, m2, m3 = self.margins
+        loss = F.margin_cross_entropy(
+            logits,
+            remapped,
+            margin1=m1,
+            margin2=m2,
+            margin3=m3,
+            scale=self.scale,
+            group=group,
+            reduction="mean",
+        )
+        self._gpu_pending = (sampled, centers)
+        return loss
+
+    def _step_gpu(self, lr: float) -> None:
+        if self._gpu_pending is None or self._gpu_pending[1].grad is None:
+            raise RuntimeError("call loss.backward() before head.step()")
+        sampled, centers = self._gpu_pending
+        with paddle.no_grad():
+            grad = centers.grad.astype("float32")
+            weight = centers.detach()
+            velocity = paddle.gather(self._momentum_gpu, sampled).astype("float32")
+            velocity = self.momentum * velocity + grad + self.weight_decay * weight
+            weight = weight - lr * velocity
+            dtype = self._paddle_dtype()
+            self._weight_gpu.scatter_(sampled, weight.astype(dtype), overwrite=True)
+            self._momentum_gpu.scatter_(sampled, velocity.astype(dtype), overwrite=True)
+        self._gpu_pending = None
+        self.global_step += 1
+
+
+def theoretical_bytes_per_class(embedding_size: int, storage_dtype: str) -> int:
+    """Return persistent bytes per class: center plus momentum in the storage dtype."""
+    itemsize = np.dtype(center_storage.STORAGE_DTYPES[storage_dtype]).itemsize
+    return 2 * embedding_size * itemsize
+
+
+def max_classes_for_memory(
+    memory_bytes: int, embedding_size: int, storage_dtype: str, overhead_bytes: int
+) -> int:
+    """Estimate how many classes fit in ``memory_bytes`` beside ``overhead_bytes``."""
+    per_class = theoretical_bytes_per_class(embedding_size, storage_dtype)
+    return max(0, math.floor((memory_bytes - overhead_bytes) / per_class))
