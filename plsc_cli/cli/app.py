@@ -89,8 +89,9 @@ class PlscGroup(TyperGroup):
             hint = ""
             if exc.ctx is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
-            err.print(f"plsc: error: {_one_line(exc.format_message())}{hint}",
-                      markup=False)
+            err.print(
+                f"plsc: error: {_one_line(exc.format_message())}{hint}", markup=False
+            )
             sys.exit(2)
         except click.exceptions.ClickException as exc:
             err.print(f"plsc: error: {_one_line(exc.format_message())}", markup=False)

@@ -25,7 +25,7 @@ MAX_LISTED_MISSING = 10
 class LabelDataset:
     """Images and integer labels read from a ``label.txt``."""
 
-    root: Path  # folder of label.txt; relative paths resolve against it
+    root: Path  # relative paths resolve against it; by default label.txt's folder
     paths: list[Path]  # absolute image paths, in file order
     labels: np.ndarray  # int64, one per path
     num_classes: int
@@ -117,13 +117,16 @@ def read_label_file(
     path: str | os.PathLike[str],
     num_classes: int | None = None,
     check_files: bool = True,
+    root: str | os.PathLike[str] | None = None,
 ) -> LabelDataset:
     """Read and check a ``label.txt`` dataset.
 
-    ``num_classes`` defaults to the largest label + 1. With ``check_files``, every
-    listed image must exist. Raises :class:`PlscError` with the file and line for
-    a line that does not parse or a label out of range, for a file without
-    entries, and with the count and the first ten paths for missing images.
+    Relative image paths resolve against ``root``, by default the folder of the
+    label file. ``num_classes`` defaults to the largest label + 1. With
+    ``check_files``, every listed image must exist. Raises :class:`PlscError`
+    with the file and line for a line that does not parse or a label out of
+    range, for a file without entries, and with the count and the first ten
+    paths for missing images.
     """
     path = Path(path)
     if not path.is_file():
@@ -137,8 +140,8 @@ def read_label_file(
     labels = np.asarray(label_list, dtype=np.int64)
     num_classes = _check_label_range(path, labels, line_numbers, num_classes)
 
-    root = path.parent.resolve()
-    paths = [root / name for name in names]
+    root_dir = Path(root).resolve() if root is not None else path.parent.resolve()
+    paths = [root_dir / name for name in names]
     if check_files:
         missing = find_missing_files(paths)
         if missing:
@@ -148,4 +151,6 @@ def read_label_file(
                 f"missing (first {min(len(missing), MAX_LISTED_MISSING)}: {listed}); "
                 "fix the paths or the files and rerun"
             )
-    return LabelDataset(root=root, paths=paths, labels=labels, num_classes=num_classes)
+    return LabelDataset(
+        root=root_dir, paths=paths, labels=labels, num_classes=num_classes
+    )

@@ -67,7 +67,7 @@ def pack_payload(
 ) -> bytes:
     """Build a record payload: scalar label (flag 0) or a label array (flag = len)."""
     if np.ndim(label) == 0:
-        return _HEADER.pack(0, float(label), id, id2) + image
+        return _HEADER.pack(0, float(np.asarray(label)), id, id2) + image
     labels = np.asarray(label, dtype="<f4").reshape(-1)
     head = _HEADER.pack(len(labels), 0.0, id, id2)
     return head + labels.tobytes() + image
@@ -389,7 +389,7 @@ def find_recordio_files(root_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
                 found = ", ".join(p.name for p in candidates) or "none"
                 raise PlscError(
                     f"{root}: expected train.rec or exactly one *.rec file, found "
-                    f"{found}; pass the folder that holds the dataset"
+                    f"{found}; pass the folder that contains the dataset"
                 )
             rec_path = candidates[0]
     else:
@@ -461,7 +461,7 @@ def _labels_from_identity_records(
 ) -> np.ndarray:
     """Fill the class of image keys 1..image_end-1 from the identity records.
 
-    Identity record ``image_end + c`` holds the range [first, end) of the image
+    Identity record ``image_end + c`` contains the range [first, end) of the image
     keys of class c. The ranges must cover every image key exactly once.
     """
     labels = np.full(image_end - 1, -1, dtype=np.int64)
@@ -498,11 +498,12 @@ def scan_recordio(
 ) -> RecordIOIndex:
     """Find the image records of a RecordIO dataset and their labels.
 
-    Two layouts occur. InsightFace (MS1M, Glint360K): record 0 is a header whose
-    labels give the end of the image keys and of the identity records; labels
-    come from the identity records without reading the images. im2rec: every
-    record is an image with arbitrary keys and a scalar or array label whose
-    first value is the class; labels come from reading each record header.
+    Two layouts occur. In the InsightFace layout (MS1M, Glint360K), record 0 is
+    a header whose labels give the end of the image keys and of the identity
+    records. Labels then come from the identity records, without reading images.
+    In the im2rec layout, every record is an image with an arbitrary key and a
+    scalar or array label whose first value is the class, so each record header
+    is read.
     ``progress`` receives the number of headers read since its last call.
     """
     rec_path, idx_path = find_recordio_files(root_dir)

@@ -61,7 +61,7 @@ for _builtin_module in ("builtins", "__builtin__"):
 for _core in ("numpy.core", "numpy._core"):
     _ALLOWED[(f"{_core}.multiarray", "_reconstruct")] = _multiarray._reconstruct
     _ALLOWED[(f"{_core}.multiarray", "scalar")] = _multiarray.scalar
-    _ALLOWED[(f"{_core}.numeric", "_frombuffer")] = _numeric._frombuffer
+    _ALLOWED[(f"{_core}.numeric", "_frombuffer")] = _numeric._frombuffer  # type: ignore[attr-defined]
 
 
 def allowed_globals() -> list[str]:

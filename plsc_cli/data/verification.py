@@ -1,7 +1,7 @@
 """Face verification sets (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``).
 
-Each file is a pickled ``(bins, issame_list)``: ``bins`` holds 2N encoded images
-where entries 2i and 2i+1 form pair i, ``issame_list`` holds N booleans. Entries
+Each file is a pickled ``(bins, issame_list)``: ``bins`` contains 2N encoded images
+where entries 2i and 2i+1 form pair i, ``issame_list`` contains N booleans. Entries
 are ``bytes`` or uint8 arrays of encoded bytes, and files written by Python 2
 occur too. The pickle is read with the restricted unpickler, so a crafted file
 cannot run code.
@@ -49,7 +49,7 @@ def load_verification_pickle(path: Path) -> tuple[list[Any], list[Any]]:
     if len(bins) != 2 * len(issame):
         raise PlscError(
             f"{path}: {len(bins)} images for {len(issame)} pairs; a verification set "
-            "holds two images per pair"
+            "contains two images per pair"
         )
     return list(bins), list(issame)
 
