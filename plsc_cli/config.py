@@ -51,7 +51,7 @@ class TrainConfig:
 
     data: str = ""
     """Training data: a RecordIO folder (train.rec and train.idx), a folder with
-    label.txt, or synthetic:<num_classes> for generated images."""
+    label.txt, or synthetic:<num_classes>[:<num_samples>] for generated images."""
 
     num_classes: int | None = None
     """Number of identities; taken from the data when not set."""
@@ -414,13 +414,19 @@ def parse_margin(text: str) -> tuple[float, float, float]:
 
 
 def parse_synthetic(data: str) -> int | None:
-    """Return the class count of 'synthetic:<num_classes>', or None for a path."""
+    """Return the class count of 'synthetic:<num_classes>[:<num_samples>]', or
+    None for a path."""
     if not data.startswith(SYNTHETIC_PREFIX):
         return None
-    count = data[len(SYNTHETIC_PREFIX) :]
-    if not count.isdigit() or int(count) < 2:
-        _invalid("--data", data, "use synthetic:<num_classes> with 2 or more classes")
-    return int(count)
+    match = re.fullmatch(r"synthetic:(\d+)(?::(\d+))?", data)
+    if match is None or int(match.group(1)) < 2 or match.group(2) == "0":
+        _invalid(
+            "--data",
+            data,
+            "use synthetic:<num_classes> or synthetic:<num_classes>:<num_samples> "
+            "with 2 or more classes",
+        )
+    return int(match.group(1))
 
 
 def parse_gpus(spec: str, available: int | None) -> list[int]:

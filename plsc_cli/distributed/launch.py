@@ -73,8 +73,8 @@ def plan_launch(config: TrainConfig, config_path: Path) -> LaunchPlan:
         command += ["--devices", ",".join(map(str, gpu_ids))]
     else:
         local_ranks = config.nproc or 1
-        # CPU ranks talk over gloo and must not pick up a GPU.
-        env["CUDA_VISIBLE_DEVICES"] = ""
+        # CPU ranks talk over gloo; the worker sets its device to cpu itself.
+        # (An empty CUDA_VISIBLE_DEVICES makes Paddle 3.3's launcher fail.)
         env["PADDLE_DISTRI_BACKEND"] = "gloo"
     command += ["--nproc_per_node", str(local_ranks)]
     if config.nnodes > 1:

@@ -150,10 +150,10 @@ class Trainer:
         self._build_model()
         self.state = TrainState()
         self.validation_sets: list[Any] = []
-        if config.val_bins and self.rank == 0:
+        if config.val_bins:
             from plsc_cli.engine.validation import load_sets
 
-            self.validation_sets = load_sets(config.val_bins)
+            self.validation_sets = load_sets(config.val_bins, log=self.rank == 0)
 
     def _build_model(self) -> None:
         import paddle
@@ -218,11 +218,11 @@ class Trainer:
         finite = self._reduce_gradients()
         if self.precision.scaler is not None:
             self.precision.scaler.update(finite, self.state.step)
+        # A skipped step leaves the head alone: its next forward pass replaces
+        # the pending gradients.
         if finite:
             self.optimizer.step()
             self.head.step(lr)
-        else:
-            self._discard_head_gradients()
         self.optimizer.clear_grad()
         return float(loss)
 
@@ -251,11 +251,6 @@ class Trainer:
             grad.set_value(part.astype(grad.dtype))
             offset += size
         return True
-
-    def _discard_head_gradients(self) -> None:
-        clear = getattr(self.head, "clear_grad", None)
-        if clear is not None:
-            clear()
 
     # ----------------------------------------------------------------- the loop
 
@@ -356,19 +351,22 @@ class Trainer:
             return
         from plsc_cli.engine.validation import validate
 
-        accuracy = 0.0
-        if self.rank == 0:
-            results.clear()
-            results.update(
-                validate(
-                    self.forward,
-                    self.backbone,
-                    self.validation_sets,
-                    VALIDATION_BATCH,
-                    self.precision,
-                )
+        results.clear()
+        results.update(
+            validate(
+                self.forward,
+                self.backbone,
+                self.validation_sets,
+                VALIDATION_BATCH,
+                self.precision,
+                self.rank,
+                self.world_size,
             )
-            for name, metrics in results.items():
+        )
+        for name, metrics in results.items():
+            if writer is not None:
+                writer.add_scalar(f"val/{name}", metrics["accuracy"], self.state.step)
+            if self.rank == 0:
                 logger.info(
                     "validation %s at step %d: accuracy %.4f +- %.4f "
                     "(threshold %.2f, %d pairs)",
@@ -379,14 +377,8 @@ class Trainer:
                     metrics["threshold"],
                     metrics["num_pairs"],
                 )
-                if writer is not None:
-                    writer.add_scalar(
-                        f"val/{name}", metrics["accuracy"], self.state.step
-                    )
-            accuracy = float(np.mean([m["accuracy"] for m in results.values()]))
-
-        # Sync point: every rank learns rank 0's decision before saving together.
-        accuracy = runtime.all_reduce_sum([accuracy])[0]
+        # Every rank computed the same accuracies, so all decide alike.
+        accuracy = float(np.mean([m["accuracy"] for m in results.values()]))
         if accuracy <= self.state.best_accuracy:
             return
         self.state.best_accuracy = accuracy

@@ -1,8 +1,10 @@
 """Periodic validation on verification pair sets during training.
 
-Rank 0 embeds every image and its horizontal flip with the backbone in eval
-mode, sums the two embeddings and runs the 10-fold protocol of
-:mod:`plsc_cli.eval.verification`. The other ranks wait at the next collective.
+Each rank embeds its share of the images and their horizontal flips with the
+backbone in eval mode and sums the two embeddings; the shares are all-gathered
+and every rank runs the 10-fold protocol of :mod:`plsc_cli.eval.verification`,
+so all ranks agree on the result. Sharing the work also keeps every rank within
+gloo's 30 s wait for a collective.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class VerificationSet:
     issame: np.ndarray  # bool [N]
 
 
-def load_sets(paths: list[str]) -> list[VerificationSet]:
+def load_sets(paths: list[str], log: bool = True) -> list[VerificationSet]:
     """Read the .bin pair sets given with --val-bin."""
     from plsc_cli.data.verification import load_verification_set
 
@@ -34,7 +36,8 @@ def load_sets(paths: list[str]) -> list[VerificationSet]:
     for path in paths:
         images, issame = load_verification_set(path)
         sets.append(VerificationSet(Path(path).stem, images, issame))
-        logger.info("validation set %s: %d pairs", Path(path).stem, len(issame))
+        if log:
+            logger.info("validation set %s: %d pairs", Path(path).stem, len(issame))
     return sets
 
 
@@ -69,14 +72,37 @@ def validate(
     sets: list[VerificationSet],
     batch_size: int,
     precision: Any,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, dict[str, float]]:
     """Evaluate every set; returns {set name: metrics}. Restores train mode."""
     backbone.eval()
     try:
         results = {}
         for vset in sets:
-            embeddings = embed(forward, vset.images, batch_size, precision)
+            bounds = np.linspace(0, len(vset.images), world_size + 1).astype(int)
+            mine = vset.images[bounds[rank] : bounds[rank + 1]]
+            local = embed(forward, mine, batch_size, precision)
+            embeddings = _gather_rows(local, bounds)
             results[vset.name] = evaluate_embeddings(embeddings, vset.issame)
     finally:
         backbone.train()
     return results
+
+
+def _gather_rows(local: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """All-gather each rank's rows [bounds[r], bounds[r + 1]) in rank order."""
+    world_size = len(bounds) - 1
+    if world_size == 1:
+        return local
+    import paddle
+    import paddle.distributed as dist
+
+    # all_gather needs equal shapes: pad every share to the longest one.
+    longest = int(np.max(np.diff(bounds)))
+    padded = np.zeros((longest, local.shape[1]), dtype=np.float32)
+    padded[: len(local)] = local
+    gathered: list[Any] = []
+    dist.all_gather(gathered, paddle.to_tensor(padded))
+    parts = [g.numpy()[: bounds[r + 1] - bounds[r]] for r, g in enumerate(gathered)]
+    return np.concatenate(parts)
