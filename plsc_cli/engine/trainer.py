@@ -488,6 +488,28 @@ class Trainer:
                 meta["world_size"],
             )
 
+    def next_batch_loss(self) -> float:
+        """Return the loss of the next global batch with the backbone in eval mode.
+
+        Nothing is updated. Eval mode uses the running batch-norm statistics, so
+        the value does not depend on how the global batch is split over ranks;
+        this is how a checkpoint re-sharded to another rank count is checked.
+        """
+        import paddle
+
+        batches = self.data.epoch_batches(self.state.epoch, self.state.batch_in_epoch)
+        images, labels = next(iter(batches))
+        if hasattr(batches, "close"):
+            batches.close()
+        self.backbone.eval()
+        try:
+            with paddle.no_grad(), self.precision.autocast():
+                embeddings = self.forward(paddle.to_tensor(images))
+            loss = self.head(embeddings.astype("float32"), paddle.to_tensor(labels))
+        finally:
+            self.backbone.train()
+        return float(loss)
+
     # ----------------------------------------------------------------- logging
 
     def _log_start(self) -> None:
