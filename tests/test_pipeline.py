@@ -324,3 +324,37 @@ def test_synthetic_source_batches() -> None:
     images, labels = next(loader.epoch_batches(0))
     assert images.shape == (8, 3, 112, 112)
     assert images.std() > 0.1
+
+
+# Real data written by MXNet and by an MS1M extraction
+
+
+def test_real_recordio_batches(shared: type) -> None:
+    folder = shared.path("data", "rec", "friends112")
+    source = build_train_source(folder)
+    assert isinstance(source, RecordIOSource)
+    assert len(source) == 245
+    assert source.num_classes == 6
+    sampler = ShardSampler(len(source), 1, 2, seed=0)
+    loader = TrainLoader(source, sampler, 16, flip=False)
+    # 245 // 2 = 122 samples per rank, 7 full batches of 16.
+    assert len(loader) == 7
+    indices = loader.batch_indices(0)[0]
+    images, labels = next(loader.epoch_batches(0))
+    np.testing.assert_array_equal(labels, source.labels[indices])
+    with RecordIOReader(folder / "train.rec", folder / "train.idx") as reader:
+        _, data = unpack_payload(reader.read(int(source.keys[indices[0]])))
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    expected = (bgr[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) - 127.5) / 127.5
+    np.testing.assert_array_equal(images[0], expected)
+
+
+def test_real_label_file_batches(shared: type) -> None:
+    folder = shared.path("data", "ms1m_small")
+    source = build_train_source(folder)
+    assert isinstance(source, LabelFileSource)
+    assert len(source) == 10
+    loader = TrainLoader(source, ShardSampler(10, 0, 1, seed=0), 5)
+    batches = list(loader.epoch_batches(0))
+    assert len(batches) == 2
+    assert batches[0][0].shape == (5, 3, 112, 112)

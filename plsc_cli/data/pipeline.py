@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -318,9 +318,9 @@ def load_batch(
 
 def normalize(batch: np.ndarray) -> np.ndarray:
     """Map uint8 pixels to float32 ``(x - 127.5) / 127.5`` in [-1, 1]."""
-    images = batch.astype(np.float32)
-    images -= 127.5
-    images /= 127.5
+    # Subtracting with a float32 output dtype converts and shifts in one pass.
+    images = np.subtract(batch, np.float32(127.5), dtype=np.float32)
+    images /= np.float32(127.5)
     return images
 
 
@@ -411,8 +411,11 @@ class TrainLoader:
 
     def epoch_batches(
         self, epoch: int, start_batch: int = 0
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield the batches of ``epoch`` from batch ``start_batch`` on."""
+    ) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
+        """Yield the batches of ``epoch`` from batch ``start_batch`` on.
+
+        Closing the generator early cancels the batches still queued.
+        """
         if not 0 <= start_batch <= len(self):
             raise ValueError(
                 f"start_batch {start_batch} is outside the epoch's 0..{len(self)} "

@@ -16,12 +16,28 @@ from typing import Any
 import paddle
 from paddle import nn
 
+# Paddle stores batch-norm running statistics as parameters (``_mean`` and
+# ``_variance``, not trainable). They are state, not weights, so they are not
+# counted, as PyTorch buffers are not.
+_BATCH_NORM_TYPES = (
+    nn.BatchNorm,
+    nn.BatchNorm1D,
+    nn.BatchNorm2D,
+    nn.BatchNorm3D,
+    nn.SyncBatchNorm,
+)
+
 
 def count_parameters(model: nn.Layer, trainable_only: bool = False) -> int:
-    """Count the parameter elements of ``model`` (buffers such as BN statistics
-    are not parameters and are left out)."""
+    """Count the parameter elements of ``model``, without BN running statistics."""
+    statistics = set()
+    for layer in model.sublayers(include_self=True):
+        if isinstance(layer, _BATCH_NORM_TYPES):
+            statistics.update({id(layer._mean), id(layer._variance)})
     total = 0
     for param in model.parameters():
+        if id(param) in statistics:
+            continue
         if trainable_only and param.stop_gradient:
             continue
         total += math.prod(param.shape)
