@@ -160,6 +160,14 @@ def test_extract_workers_resume(friends: Path, tmp_path: Path) -> None:
     assert summary["written"] == 10
     assert summary["skipped_existing"] == 235
 
+    # A rerun of a finished extraction rewrites neither images nor label.txt.
+    finished = {
+        p: p.stat().st_mtime_ns for p in [*images_dir.iterdir(), out / "label.txt"]
+    }
+    assert_ok(run_cli("data", "extract", "--root-dir", friends, "-o", out))
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, path
+
 
 def test_extract_rejects_other_reencode_setting(friends: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -12,6 +12,7 @@ import pytest
 from plsc_cli.data.kvbin import read_kv_bin
 from plsc_cli.data.safe_pickle import UnsafePickleError, safe_load
 from plsc_cli.data.verification import load_verification_set
+from plsc_cli.errors import PlscError
 from tests.data_helpers import jpeg_bytes, py2_pickle
 
 
@@ -89,8 +90,11 @@ def test_codecs_encode_only_latin1() -> None:
     assert b"_codecs" in data
     assert safe_load(data) == b"\x00\xffab"
     crafted = data.replace(b"latin1", b"rot_13")
-    with pytest.raises(Exception, match="only latin1"):
+    with pytest.raises(PlscError, match="only latin1"):
         safe_load(crafted)
+    unknown = data.replace(b"latin1", b"nosuch")
+    with pytest.raises(PlscError, match="corrupt pickle"):
+        safe_load(unknown)
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
@@ -119,5 +123,5 @@ def test_python2_pickle_loads() -> None:
 def test_invalid_pickle_names_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.bin"
     path.write_bytes(pickle.dumps([1, 2, 3])[:-3])
-    with pytest.raises(Exception, match=r"broken.bin: not a valid pickle"):
+    with pytest.raises(PlscError, match=r"broken.bin: not a valid pickle"):
         safe_load(path)

@@ -54,7 +54,7 @@ REENCODE_QUALITY = 100
 CHUNK_SIZE = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExtractedRecord:
     key: int
     label: int  # the record's own class label
@@ -283,8 +283,10 @@ def extract_recordio(
             records[first].label,
             int(index.labels[first]),
         )
-    lines = [f"{IMAGES_DIR}/{r.file_name}\t{r.label}\n" for r in records]
-    write_text_atomic(output_dir / LABEL_FILE, "".join(lines))
+    label_text = "".join(f"{IMAGES_DIR}/{r.file_name}\t{r.label}\n" for r in records)
+    label_path = output_dir / LABEL_FILE
+    if not label_path.is_file() or label_path.read_text("utf-8") != label_text:
+        write_text_atomic(label_path, label_text)
 
     seconds = time.perf_counter() - start_time
     written = sum(r.written for r in records)

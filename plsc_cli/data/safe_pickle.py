@@ -127,7 +127,14 @@ def safe_load(
         raise PlscError(
             f"{label}: not a valid pickle ({type(exc).__name__}: {exc})"
         ) from None
-    except (AttributeError, IndexError, KeyError, MemoryError) as exc:
+    except (
+        AttributeError,
+        IndexError,
+        KeyError,
+        LookupError,
+        MemoryError,
+        RecursionError,
+    ) as exc:
         raise PlscError(
             f"{label}: corrupt pickle ({type(exc).__name__}: {exc})"
         ) from None
