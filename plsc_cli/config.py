@@ -132,7 +132,7 @@ class TrainConfig:
     """Validate every this many steps (0: at the end of each epoch)."""
 
     device: str = "auto"
-    """Device: cpu, gpu, or auto (gpu when Paddle sees one)."""
+    """Device: cpu, gpu, or auto (gpu when Paddle finds a CUDA device)."""
 
     gpus: str | None = None
     """GPU ids for one rank each: 0-7, 0,2,4 or all."""
@@ -286,10 +286,10 @@ _FIELD_DOCS = _field_docs()
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # MS1MV3 (93,431 identities) with IResNet-50, as in the published recipe:
-    # 128 images per GPU, lr 0.1 per 512 images, decay x0.1 at epochs 10, 16
-    # and 22 of 25, SGD momentum 0.9, weight decay 5e-4, Partial FC at 10 %,
-    # ArcFace, FP16 on GPU.
+    # MS1MV3 (93,431 identities) with IResNet-50, as in PLSC's published recipe.
+    # It uses 128 images per GPU and lr 0.1 per 512 images, decayed x0.1 at
+    # epochs 10, 16 and 22 of 25. SGD has momentum 0.9 and weight decay 5e-4;
+    # Partial FC samples 10 % of the centers; ArcFace margins; FP16 on GPU.
     "ms1mv3_r50": {
         "backbone": "iresnet50",
         "embedding_size": 512,

@@ -18,11 +18,9 @@ def _reference(embeddings: np.ndarray, issame: np.ndarray, nfolds: int):
         dist.append(2.0 - 2.0 * cos)
     dist = np.array(dist)
     thresholds = [t / 100.0 for t in range(400)]
-    bounds = np.linspace(0, n, nfolds + 1)
     # np.array_split sizes: the first n % nfolds folds get one more pair.
     sizes = [n // nfolds + (1 if k < n % nfolds else 0) for k in range(nfolds)]
     starts = np.cumsum([0] + sizes)
-    del bounds
     accs, ths = [], []
     for k in range(nfolds):
         test = set(range(starts[k], starts[k + 1]))

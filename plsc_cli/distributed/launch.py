@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 FAILURE_GRACE_S = 20.0
 POLL_S = 0.5
 LOG_TAIL_LINES = 15
-# Lines Paddle's C++ side and the launcher print that say nothing to the user.
+# Log lines of Paddle's C++ code and launcher, left out of the error report.
 _NOISE = re.compile(
     r"^([IWEF]\d{4} |=+|FLAGS\(|\s*warnings\.warn|.*UserWarning|LAUNCH )"
 )

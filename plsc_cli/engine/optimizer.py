@@ -6,9 +6,9 @@ The update is Paddle's ``Momentum`` with ``L2Decay``::
     v = momentum * v + g
     w = w - lr * v
 
-Its state is keyed by the parameter's structured name (``layer1.0.conv1.weight``),
-not by Paddle's generated variable names, which depend on how many layers the
-process built before; so a checkpoint loads into any process. With float16
+Its state is keyed by the parameter's structured name (``layer1.0.conv1.weight``).
+Paddle's generated variable names depend on how many layers the process built
+before, so keying by them would tie a checkpoint to one process. With float16
 parameters the update runs on a float32 master copy, which is then cast back.
 """
 

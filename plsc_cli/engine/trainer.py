@@ -5,8 +5,8 @@ One step, on every rank:
 1. Read this rank's batch (the sampler gives each rank a disjoint share of a
    global batch, reshuffled each epoch from the seed).
 2. Backbone forward. In ``static`` mode the backbone's forward and backward run
-   as one compiled program (``paddle.jit.to_static``); the head, the gradient
-   all-reduce and both optimizer updates stay eager in both modes, because
+   as one compiled program (``paddle.jit.to_static``). The head, the gradient
+   all-reduce and both optimizer updates run eagerly in both modes, because
    ``to_static`` fails on the head's ``all_gather`` under PIR (Paddle 3.3).
 3. Head: all-gather embeddings and labels, sample class centers, margin
    softmax over the sharded classes, loss of the global batch.
@@ -79,7 +79,7 @@ class TrainState:
 
 @dataclass
 class TrainResult:
-    """What a finished run reports back."""
+    """Summary of a finished run."""
 
     run_dir: Path
     steps: int
@@ -229,8 +229,8 @@ class Trainer:
     def _reduce_gradients(self) -> bool:
         """All-reduce the backbone gradients as one buffer and unscale them.
 
-        Returns whether every gradient is finite (the same answer on every rank,
-        because it is read after the all-reduce).
+        Returns whether every gradient is finite. Every rank gets the same
+        result, because it is read after the all-reduce.
         """
         import paddle
 
@@ -492,8 +492,8 @@ class Trainer:
         """Return the loss of the next global batch with the backbone in eval mode.
 
         Nothing is updated. Eval mode uses the running batch-norm statistics, so
-        the value does not depend on how the global batch is split over ranks;
-        this is how a checkpoint re-sharded to another rank count is checked.
+        the value does not depend on how the global batch is split over ranks.
+        This makes the loss comparable after re-sharding to another rank count.
         """
         import paddle
 

@@ -1,7 +1,7 @@
 """Periodic validation on verification pair sets during training.
 
 Each rank embeds its share of the images and their horizontal flips with the
-backbone in eval mode and sums the two embeddings; the shares are all-gathered
+backbone in eval mode and sums the two embeddings. The shares are all-gathered
 and every rank runs the 10-fold protocol of :mod:`plsc_cli.eval.verification`,
 so all ranks agree on the result. Sharing the work also keeps every rank within
 gloo's 30 s wait for a collective.
