@@ -169,6 +169,15 @@ class Trainer:
             self.backbone, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.params = [p for p in self.backbone.parameters() if not p.stop_gradient]
+        # Batch-norm running statistics: each rank updates its own copy.
+        self.statistics = [p for p in self.backbone.parameters() if p.stop_gradient]
+        self.statistics += list(self.backbone.buffers())
+        if self.world_size > 1:
+            import paddle.distributed as dist
+
+            # Seeded initialisation already agrees; the broadcast makes sure.
+            for tensor in self.backbone.state_dict().values():
+                dist.broadcast(tensor, src=0)
         if config.mode == "static":
             self.forward = paddle.jit.to_static(self.backbone, full_graph=True)
         else:
@@ -225,6 +234,27 @@ class Trainer:
             self.head.step(lr)
         self.optimizer.clear_grad()
         return float(loss)
+
+    def _average_statistics(self) -> None:
+        """Average the batch-norm running statistics over ranks.
+
+        Runs before each checkpoint and validation, so the saved backbone and
+        the eval-mode outputs are the same on every rank.
+        """
+        if self.world_size == 1 or not self.statistics:
+            return
+        import paddle
+        import paddle.distributed as dist
+
+        flat = paddle.concat([t.astype("float32").flatten() for t in self.statistics])
+        dist.all_reduce(flat)
+        flat = flat * (1.0 / self.world_size)
+        offset = 0
+        for tensor in self.statistics:
+            size = int(np.prod(tensor.shape))
+            part = flat[offset : offset + size].reshape(tensor.shape)
+            tensor.set_value(part.astype(tensor.dtype))
+            offset += size
 
     def _reduce_gradients(self) -> bool:
         """All-reduce the backbone gradients as one buffer and unscale them.
@@ -351,6 +381,7 @@ class Trainer:
             return
         from plsc_cli.engine.validation import validate
 
+        self._average_statistics()
         results.clear()
         results.update(
             validate(
@@ -392,6 +423,7 @@ class Trainer:
     # ----------------------------------------------------------- checkpoints
 
     def save(self) -> Path:
+        self._average_statistics()
         state = self.state
         meta = {
             "epoch": state.epoch,
