@@ -120,7 +120,13 @@ def train(config: TrainConfig) -> int:
         run_worker(config)
         return 0
     plan = plan_launch(config, config_path)
-    return run_launch(plan)
+    run_launch(plan)
+    logger.info(
+        "run folder %s: checkpoints, scalars.csv and plsc.log; per-rank logs in %s",
+        run_dir,
+        plan.log_dir,
+    )
+    return 0
 
 
 def run_launch(plan: LaunchPlan, grace_s: float = FAILURE_GRACE_S) -> int:
