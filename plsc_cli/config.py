@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from plsc_cli.errors import PlscUsageError
 
@@ -476,7 +476,7 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _invalid(option: str, value: Any, fix: str) -> None:
+def _invalid(option: str, value: Any, fix: str) -> NoReturn:
     raise PlscUsageError(f"invalid {option} {value!r}: {fix}")
 
 

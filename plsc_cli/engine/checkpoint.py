@@ -134,7 +134,7 @@ def unflatten_state(flat: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, allow_pickle=False, **arrays)  # type: ignore[arg-type]
         f.flush()
         os.fsync(f.fileno())
 
