@@ -212,7 +212,8 @@ class Trainer:
         import paddle
 
         # Randomness inside the backbone depends on (seed, rank, step) only.
-        paddle.seed(step_seed(self.config.seed, self.rank, self.state.step))
+        step_index = self.state.step
+        paddle.seed(step_seed(self.config.seed, self.rank, step_index))
         self.optimizer.set_lr(lr)
 
         with self.precision.autocast():
@@ -226,7 +227,9 @@ class Trainer:
         # Sync point: average backbone gradients over ranks; skip on inf/nan.
         finite = self._reduce_gradients()
         if self.precision.scaler is not None:
-            self.precision.scaler.update(finite, self.state.step)
+            self.precision.scaler.update(finite, step_index)
+        elif not finite:
+            logger.warning("step %d skipped: inf or nan in the gradients", step_index)
         # A skipped step leaves the head alone: its next forward pass replaces
         # the pending gradients.
         if finite:
