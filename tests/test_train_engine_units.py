@@ -122,3 +122,23 @@ def test_failure_message_for_killed_rank(tmp_path):
     launch_log.write_text("Container rank 0 status failed cmd [] code -9 log x\n")
     message = _failure_message(tmp_path, launch_log, 1)
     assert message.startswith("rank 0 was killed by SIGKILL")
+
+
+def test_watchdog_stops_hanging_launcher(tmp_path):
+    import sys
+    import time
+
+    from plsc_cli.distributed.launch import LaunchPlan, run_launch
+    from plsc_cli.errors import PlscError
+
+    # A "launcher" that hangs after its rank 1 wrote an error file.
+    script = (
+        "import pathlib, time; "
+        f"pathlib.Path({str(tmp_path)!r}, 'rank1.error').write_text('boom'); "
+        "time.sleep(60)"
+    )
+    plan = LaunchPlan([sys.executable, "-c", script], {}, 2, tmp_path)
+    start = time.monotonic()
+    with pytest.raises(PlscError, match="rank 1"):
+        run_launch(plan, grace_s=1.0)
+    assert time.monotonic() - start < 30
