@@ -36,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 GIB = 1024**3
+MEMORY_MARGIN_GIB = 2.0
+# Configurations with at least this many sampled classes per step take tens of
+# seconds a step, so they get fewer warm-up and timed steps.
+HEAVY_NUM_SAMPLE = 1_000_000
 FULL = {
     "batch": 128,
     "dim": 512,
@@ -72,6 +76,14 @@ def read_status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def available_memory_gib() -> float:
+    """Return MemAvailable from /proc/meminfo in GiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024**2
+    raise RuntimeError("MemAvailable not found in /proc/meminfo")
 
 
 def reset_peak_rss() -> bool:
@@ -214,6 +226,8 @@ def step_section(sizes: dict, isolate: bool) -> list[dict]:
                     "warmup": sizes["warmup"],
                     "steps": sizes["steps"],
                 }
+                if round(ratio * num_classes) >= HEAVY_NUM_SAMPLE:
+                    config.update(warmup=1, steps=3)
                 rows.append({**config, **run_measurement(config, isolate)})
                 print(
                     f"step {dtype} {num_classes} {ratio}: {rows[-1]}", file=sys.stderr
@@ -248,6 +262,7 @@ def capacity_section(
     sizes: dict, isolate: bool, memory_gib: float, max_rss_gib: float
 ) -> dict:
     measured: list[dict] = []
+    summary_skipped: list[dict] = []
     for num_classes in sizes["capacity_sizes"]:
         if len(measured) >= 2:
             intercept, slope = fit_line(
@@ -255,11 +270,16 @@ def capacity_section(
                 [m["peak_rss_gib"] for m in measured],
             )
             predicted = intercept + slope * num_classes
-            if predicted > max_rss_gib:
+            # Leave the other users of a shared machine some room as well.
+            limit = min(max_rss_gib, available_memory_gib() - MEMORY_MARGIN_GIB)
+            if predicted > limit:
                 print(
                     f"capacity {num_classes}: skipped, predicted peak "
-                    f"{predicted:.1f} GiB > {max_rss_gib} GiB",
+                    f"{predicted:.1f} GiB > {limit:.1f} GiB",
                     file=sys.stderr,
+                )
+                summary_skipped.append(
+                    {"num_classes": num_classes, "predicted": predicted}
                 )
                 continue
         config = {
@@ -274,7 +294,11 @@ def capacity_section(
         if "error" in result:
             break
         measured.append({**config, **result})
-    summary: dict[str, Any] = {"measured": measured, "memory_gib": memory_gib}
+    summary: dict[str, Any] = {
+        "measured": measured,
+        "skipped": summary_skipped,
+        "memory_gib": memory_gib,
+    }
     if len(measured) >= 2:
         intercept, slope = fit_line(
             [m["num_classes"] for m in measured], [m["peak_rss_gib"] for m in measured]

@@ -20,6 +20,7 @@ On a CUDA device the head uses Paddle's fused ``class_center_sample`` and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -51,10 +52,33 @@ from plsc_cli.heads.sampling import (
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# threadpoolctl's controller once created, or False when it is not installed.
+_BLAS_CONTROLLER: Any = None
 
 DEFAULT_CHUNK_ROWS = 16384
 # Floor for L2 norms, so that an all-zero feature or center gives zero, not NaN.
 NORM_EPS = 1e-12
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
+    """Limit NumPy's BLAS to one thread while the head runs its own chunk threads.
+
+    A multi-threaded BLAS called from several threads oversubscribes the cores,
+    and its spinning threads made steps about 3x slower on a busy 2-core machine.
+    Without threadpoolctl installed this does nothing.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS_CONTROLLER = False
+            logger.debug("threadpoolctl is not installed; BLAS threads stay as set")
+        else:
+            _BLAS_CONTROLLER = ThreadpoolController()
+    if _BLAS_CONTROLLER is False:
+        return contextlib.nullcontext()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 @dataclass
@@ -94,7 +118,8 @@ class _MarginSoftmaxCPU(PyLayer):
     def forward(
         ctx: Any, features: paddle.Tensor, labels: np.ndarray, head: PartialFC
     ) -> paddle.Tensor:
-        loss, feature_grad = head._forward_cpu(features.numpy(), labels)
+        with _single_threaded_blas():
+            loss, feature_grad = head._forward_cpu(features.numpy(), labels)
         ctx.head = head
         ctx.feature_grad = feature_grad
         return paddle.to_tensor(np.asarray(loss, dtype=np.float32))
@@ -431,10 +456,11 @@ class PartialFC(paddle.nn.Layer):
         pending = self._require_pending()
         if pending.grad_scale is None:
             raise RuntimeError("call loss.backward() before head.step()")
-        self._map_chunks(
-            lambda worker, chunks: self._update_chunks(pending, chunks, lr, worker),
-            len(pending.chunk_bounds),
-        )
+        with _single_threaded_blas():
+            self._map_chunks(
+                lambda worker, chunks: self._update_chunks(pending, chunks, lr, worker),
+                len(pending.chunk_bounds),
+            )
         self._pending = None
         self.global_step += 1
 
