@@ -15,7 +15,7 @@ Sections (``--sections``, comma-separated):
 - ``capacity``: peak RSS of training at sample ratio 0.1 in bfloat16 at a few
   class counts, and a linear fit of peak RSS over class count extrapolated to
   ``--memory-gib``. Sizes whose predicted peak exceeds ``--max-rss-gib`` are not
-  run, and the result says which numbers are measured and which extrapolated.
+  run, and the result marks which numbers are measured and which extrapolated.
 
 By default every measurement runs in a fresh subprocess so that RSS numbers do not
 include earlier measurements; ``--quick`` runs small sizes in this process.
