@@ -498,7 +498,8 @@ class PartialFC(paddle.nn.Layer):
     # ------------------------------------------------------------ chunk threads
 
     def _chunk_bounds(self, num_rows: int) -> list[tuple[int, int]]:
-        size = self.chunk_rows
+        # At least one chunk per thread, so small sampled sets use every thread too.
+        size = min(self.chunk_rows, max(1, math.ceil(num_rows / self.num_threads)))
         return [(s, min(s + size, num_rows)) for s in range(0, num_rows, size)]
 
     def _map_chunks(
