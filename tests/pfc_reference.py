@@ -21,7 +21,7 @@ def margin_softmax_reference(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Return the loss, d loss/d features and d loss/d weight[classes].
 
-    ``weight`` holds every class; ``classes`` (default: all) selects the centers in
+    ``weight`` contains every class; ``classes`` (default: all) selects the centers in
     the softmax, and every label must be among them.
     """
     weight = np.asarray(weight, dtype=np.float64)

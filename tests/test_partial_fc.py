@@ -265,3 +265,24 @@ def test_fused_gpu_path_matches_cpu_path() -> None:
     assert gpu_loss == pytest.approx(cpu_loss, rel=1e-4)
     assert_close(gpu_grad, cpu_grad, rtol=1e-4)
     assert_close(gpu_weight, cpu_head.shard_state()["weight"], rtol=1e-4)
+
+
+def test_thread_count_does_not_change_results() -> None:
+    rng = np.random.default_rng(9)
+    features, labels = make_batch(rng, 8, 16, 300)
+    results = []
+    for num_threads in (1, 3, 3):
+        head = PartialFC(
+            300, 16, sample_ratio=0.5, chunk_rows=16, num_threads=num_threads
+        )
+        loss, grad = run_forward_backward(head, features, labels)
+        head.step(0.1)
+        results.append((loss, grad, np.copy(head.shard_state()["weight"])))
+    (loss_1, grad_1, weight_1), (loss_3, grad_3, weight_3), again = results
+    assert loss_3 == pytest.approx(loss_1, rel=1e-6)
+    assert_close(grad_3, grad_1, rtol=1e-6)
+    assert_close(weight_3, weight_1, rtol=1e-6)
+    # Chunks are dealt to threads in a fixed order, so a repeat is bit-identical.
+    assert again[0] == loss_3
+    assert np.array_equal(again[1], grad_3)
+    assert np.array_equal(again[2], weight_3)

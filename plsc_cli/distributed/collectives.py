@@ -56,7 +56,7 @@ class _AllGatherWithGrad(PyLayer):
 
     @staticmethod
     def backward(ctx: Any, grad: paddle.Tensor) -> paddle.Tensor:
-        # Every rank holds a partial gradient for all gathered rows; the sum over
+        # Each rank has a partial gradient for all gathered rows. Their sum over
         # ranks is the full gradient, and this rank's input owns one slice of it.
         total = grad.clone()
         dist.all_reduce(total, op=dist.ReduceOp.SUM, group=ctx.group)

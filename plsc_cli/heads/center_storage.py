@@ -8,6 +8,8 @@ half precision only saves memory.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 STORAGE_DTYPES: dict[str, type[np.generic]] = {
@@ -76,20 +78,18 @@ def from_float32(values: np.ndarray, dtype_name: str) -> np.ndarray:
 
 
 def init_centers(
-    out: np.ndarray, class_start: int, dtype_name: str, seed: int
+    out: np.ndarray, class_start: int, dtype_name: str, seed: int, num_threads: int = 1
 ) -> np.ndarray:
     """Fill ``out`` (rows for classes ``class_start...``) with N(0, INIT_STD^2) centers.
 
     Row ``c`` gets the same value whatever the shard boundaries are, because every
     block of ``INIT_BLOCK_ROWS`` classes has its own generator seeded by
-    ``(seed, block)``.
+    ``(seed, block)``. Blocks are drawn on ``num_threads`` threads.
     """
     num_rows, dim = out.shape
     class_end = class_start + num_rows
-    first_block = class_start // INIT_BLOCK_ROWS
-    last_block = (class_end - 1) // INIT_BLOCK_ROWS
-    scratch = None
-    for block in range(first_block, last_block + 1):
+
+    def fill_block(block: int) -> None:
         block_start = block * INIT_BLOCK_ROWS
         rng = np.random.default_rng(np.random.SeedSequence([seed, block]))
         values = rng.standard_normal((INIT_BLOCK_ROWS, dim), dtype=np.float32)
@@ -97,7 +97,132 @@ def init_centers(
         low = max(class_start, block_start)
         high = min(class_end, block_start + INIT_BLOCK_ROWS)
         part = values[low - block_start : high - block_start]
+        scratch = None
         if dtype_name == "bfloat16":
             scratch = np.empty(part.shape, np.uint32)
         narrow(part, out[low - class_start : high - class_start], dtype_name, scratch)
+
+    if num_rows == 0:
+        return out
+    blocks = range(
+        class_start // INIT_BLOCK_ROWS, (class_end - 1) // INIT_BLOCK_ROWS + 1
+    )
+    if num_threads <= 1 or len(blocks) == 1:
+        for block in blocks:
+            fill_block(block)
+    else:
+        with ThreadPoolExecutor(num_threads) as executor:
+            list(executor.map(fill_block, blocks))
     return out
+
+
+class ShardStorage:
+    """Centers and momentum of one shard, read and written as float32 row chunks.
+
+    Scratch buffers are cached per ``(name, worker)``, so worker threads that handle
+    different chunks never share one, and their size stays at most ``max_rows``
+    rows unless a caller asks for more.
+    """
+
+    def __init__(
+        self,
+        num_rows: int,
+        dim: int,
+        dtype_name: str,
+        class_start: int,
+        seed: int,
+        max_rows: int,
+        num_threads: int = 1,
+    ) -> None:
+        check_storage_dtype(dtype_name)
+        self.dtype_name = dtype_name
+        self.dim = dim
+        self.max_rows = max_rows
+        numpy_dtype = STORAGE_DTYPES[dtype_name]
+        self.arrays = {
+            "weight": init_centers(
+                np.empty((num_rows, dim), numpy_dtype),
+                class_start,
+                dtype_name,
+                seed,
+                num_threads,
+            ),
+            "momentum": np.empty((num_rows, dim), numpy_dtype),
+        }
+        # fill() touches every page, so the momentum's memory is committed now and
+        # not on some later step.
+        self.arrays["momentum"].fill(0)
+        self._scratch: dict[tuple[str, int, str], np.ndarray] = {}
+
+    @property
+    def num_rows(self) -> int:
+        return self.arrays["weight"].shape[0]
+
+    def scratch(
+        self, name: str, rows: int, dtype: type[np.generic], worker: int = 0
+    ) -> np.ndarray:
+        """Return a reused [rows, dim] array for ``worker``; contents are undefined."""
+        key = (name, worker, np.dtype(dtype).name)
+        buffer = self._scratch.get(key)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = np.empty((max(rows, self.max_rows), self.dim), dtype)
+            self._scratch[key] = buffer
+        return buffer[:rows]
+
+    def release_scratch(self) -> None:
+        self._scratch.clear()
+
+    def read_rows(
+        self, name: str, indices: np.ndarray | None, start: int, end: int, worker: int
+    ) -> np.ndarray:
+        """Return float32 rows ``indices[start:end]`` of "weight" or "momentum".
+
+        ``indices=None`` means rows ``start:end`` themselves. With float32 storage
+        that is a view, so in-place updates write through and ``write_rows`` has
+        nothing to do.
+        """
+        storage = self.arrays[name]
+        rows = end - start
+        if indices is None:
+            raw = storage[start:end]
+            if self.dtype_name == "float32":
+                return raw
+        else:
+            target = storage.dtype.type
+            raw_name = name if self.dtype_name == "float32" else f"{name}-raw"
+            raw = np.take(
+                storage,
+                indices[start:end],
+                axis=0,
+                out=self.scratch(raw_name, rows, target, worker),
+            )
+            if self.dtype_name == "float32":
+                return raw
+        out = self.scratch(name, rows, np.float32, worker)
+        return widen(raw, out, self.dtype_name)
+
+    def write_rows(
+        self,
+        name: str,
+        indices: np.ndarray | None,
+        start: int,
+        end: int,
+        values: np.ndarray,
+        worker: int,
+    ) -> None:
+        """Store float32 ``values`` into the rows that ``read_rows`` returned."""
+        storage = self.arrays[name]
+        rows = end - start
+        if indices is None and self.dtype_name == "float32":
+            return  # ``values`` is a view of the storage, already updated in place
+        scratch = None
+        if self.dtype_name == "bfloat16":
+            scratch = self.scratch("narrow", rows, np.uint32, worker)
+        if indices is None:
+            narrow(values, storage[start:end], self.dtype_name, scratch)
+        elif self.dtype_name == "float32":
+            storage[indices[start:end]] = values
+        else:
+            raw = self.scratch(f"{name}-raw", rows, storage.dtype.type, worker)
+            narrow(values, raw, self.dtype_name, scratch)
+            storage[indices[start:end]] = raw
