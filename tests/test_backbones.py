@@ -161,3 +161,22 @@ def test_count_parameters_skips_bn_statistics() -> None:
         paddle.nn.PReLU(8),  # 8 slopes
     )
     assert count_parameters(model) == 216 + 8 + 16 + 8
+
+
+def test_register_custom_backbone() -> None:
+    from plsc_cli import models
+
+    @models.register("test_linear")
+    def build(embedding_size: int = 512) -> paddle.nn.Layer:
+        return paddle.nn.Sequential(
+            paddle.nn.Flatten(), paddle.nn.Linear(3 * 112 * 112, embedding_size)
+        )
+
+    try:
+        assert "test_linear" in list_backbones()
+        out = build_backbone("test_linear", embedding_size=16)(_images(2))
+        assert out.shape == [2, 16]
+        with pytest.raises(ValueError, match="already registered"):
+            models.register("test_linear")(lambda embedding_size=512: None)
+    finally:
+        models._REGISTRY.pop("test_linear")

@@ -14,7 +14,7 @@ from plsc_cli.data.synthetic import HELDOUT_PAIRS_FILE, write_synthetic_recordio
 from plsc_cli.data.verification import load_verification_set
 
 NUM_CLASSES = 12
-IMAGES_PER_CLASS = 6
+IMAGES_PER_CLASS = 8
 HELDOUT_PER_CLASS = 4
 
 
@@ -29,11 +29,18 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def _small_gray(data: bytes) -> np.ndarray:
+def _face_features(image_bgr: np.ndarray) -> np.ndarray:
+    # The face sits in the centre and the background changes per image, so
+    # keep the central 72x72 pixels, shrink them to 12x12 and standardise each
+    # channel to cancel the per-image colour cast.
+    centre = image_bgr[20:92, 20:92].astype(np.float32)
+    small = cv2.resize(centre, (12, 12), interpolation=cv2.INTER_AREA)
+    return (small - small.mean((0, 1))) / (small.std((0, 1)) + 1.0)
+
+
+def _decode(data: bytes) -> np.ndarray:
     # Decode with OpenCV directly, independent of the project's decoder.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    small = cv2.resize(image, (16, 16), interpolation=cv2.INTER_AREA)
-    return small.astype(np.float32)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
 def test_scan_counts_and_labels(dataset: Path) -> None:
@@ -60,7 +67,7 @@ def test_records_match_insightface_layout(dataset: Path) -> None:
         header, image = unpack_payload(reader.read(IMAGES_PER_CLASS + 1))
         assert header.flag == 0
         assert header.label.tolist() == [1.0]
-        decoded = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+        decoded = _decode(image)
         assert decoded.shape == (112, 112, 3)
         header, _ = unpack_payload(reader.read(num_images + 1 + 2))
         first = 1 + 2 * IMAGES_PER_CLASS
@@ -101,32 +108,34 @@ def test_heldout_images_not_in_train(dataset: Path) -> None:
 
 
 def test_identities_are_learnable(dataset: Path) -> None:
-    # A nearest-class-mean classifier on 16x16 pixels, fit on the first four
-    # images of each identity and scored on the rest, must beat chance (1/12)
-    # by a wide margin.
+    # A nearest-class-mean classifier on face pixels, fit on the first five
+    # images of each identity and scored on the other three, must beat chance
+    # (1/12) by a wide margin.
     index = scan_recordio(dataset)
     with RecordIOReader(index.rec_path, index.idx_path) as reader:
-        pixels = np.stack(
-            [_small_gray(unpack_payload(reader.read(int(k)))[1]) for k in index.keys]
+        features = np.stack(
+            [
+                _face_features(_decode(unpack_payload(reader.read(int(k)))[1]))
+                for k in index.keys
+            ]
         )
     position = np.arange(len(index)) % IMAGES_PER_CLASS
-    fit, evaluated = position < 4, position >= 4
+    fit, evaluated = position < 5, position >= 5
     means = np.stack(
-        [pixels[fit & (index.labels == c)].mean(0) for c in range(NUM_CLASSES)]
+        [features[fit & (index.labels == c)].mean(0) for c in range(NUM_CLASSES)]
     )
-    distances = ((pixels[evaluated][:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
+    distances = ((features[evaluated][:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
     accuracy = (distances.argmin(1) == index.labels[evaluated]).mean()
-    assert accuracy > 0.6
+    assert accuracy > 0.5
 
 
 def test_heldout_pairs_separable(dataset: Path) -> None:
-    # Genuine pairs must be closer in pixel space than impostor pairs: the
-    # pair-distance ranking (AUC) is well above 0.5.
+    # Genuine pairs must be closer in face pixels than impostor pairs: the
+    # pair-distance ranking (AUC) is above 0.7, where chance is 0.5.
     images, issame = load_verification_set(dataset / HELDOUT_PAIRS_FILE)
-    small = np.stack(
-        [cv2.resize(im, (16, 16), interpolation=cv2.INTER_AREA) for im in images]
-    ).astype(np.float32)
-    distance = ((small[0::2] - small[1::2]) ** 2).sum(axis=(1, 2, 3))
+    # load_verification_set returns RGB; the features only need one order.
+    features = np.stack([_face_features(image) for image in images])
+    distance = ((features[0::2] - features[1::2]) ** 2).sum(axis=(1, 2, 3))
     genuine, impostor = distance[issame], distance[~issame]
     auc = (genuine[:, None] < impostor[None, :]).mean()
-    assert auc > 0.8
+    assert auc > 0.7

@@ -1,12 +1,12 @@
 """Synthetic face-like RecordIO datasets whose identities a network can learn.
 
-Each identity is a smooth random template: a background with a low-frequency
-colour field, a face ellipse, two eyes, a mouth and a few colour blobs, all
-with random colours, sizes and positions. Each image of the identity is that
-template after a random similarity transform (shift, scale, rotation), a
-brightness and contrast change and pixel noise, then JPEG encoding. Images of
-one identity therefore share their layout and colours, and a model that
-ignores the nuisance changes can tell identities apart.
+Each identity is a smooth random face: an ellipse, two eyes, a mouth and a few
+colour blobs, with random colours, sizes and positions. Each image of the
+identity places that face, after a random shift, scale and rotation, on a new
+random background, sometimes behind an occluding blob, and adds a colour cast,
+a brightness change and pixel noise before JPEG encoding. Images of one
+identity share only the face, so a model must ignore the rest to tell
+identities apart.
 
 The files follow the InsightFace layout that ``scan_recordio`` reads. Record 0
 is a header with labels [first identity record key, end). Image records have
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,50 +29,71 @@ from plsc_cli.data.recordio import RecordIOWriter, pack_payload
 HELDOUT_PAIRS_FILE = "heldout_pairs.bin"
 JPEG_QUALITY = 90
 # Nuisance ranges applied to every image. The shift is a fraction of the side.
-MAX_SHIFT = 0.06
-SCALE_RANGE = (0.92, 1.08)
-MAX_ROTATION_DEG = 8.0
-BRIGHTNESS_RANGE = (0.8, 1.2)
-CONTRAST_RANGE = (0.85, 1.15)
+MAX_SHIFT = 0.08
+SCALE_RANGE = (0.88, 1.12)
+MAX_ROTATION_DEG = 12.0
+BRIGHTNESS_RANGE = (0.75, 1.25)
+CHANNEL_GAIN_RANGE = (0.85, 1.15)
 NOISE_STD = 6.0
+OCCLUDER_PROBABILITY = 0.3
 
 
-def render_template(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Draw one identity's template, a uint8 ``size x size x 3`` BGR image."""
-    import cv2
+@dataclass(frozen=True)
+class IdentityTemplate:
+    """The face of one identity, drawn once and varied for every image."""
 
-    # Background: a low-frequency colour field from a bicubic 4x4 upsample.
-    coarse = rng.uniform(40, 215, size=(4, 4, 3)).astype(np.float32)
-    image = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    face: np.ndarray  # float32 HxWx3 BGR
+    mask: np.ndarray  # float32 HxW, 1 where the face is drawn, 0 elsewhere
+
+
+def render_template(rng: np.random.Generator, size: int) -> IdentityTemplate:
+    """Draw one identity: a face ellipse with blobs, eyes and a mouth."""
+
+    face = np.zeros((size, size, 3), dtype=np.float32)
+    mask = np.zeros((size, size), dtype=np.float32)
+
+    def draw(
+        center: tuple[float, float],
+        axes: tuple[float, float],
+        angle: float,
+        colour: np.ndarray,
+    ) -> None:
+        _ellipse(face, center, axes, angle, tuple(float(c) for c in colour))
+        _ellipse(mask, center, axes, angle, (1.0,))
 
     center = (size / 2 + rng.uniform(-0.04, 0.04) * size, size * 0.52)
     axes = (size * rng.uniform(0.26, 0.36), size * rng.uniform(0.34, 0.44))
-    face_colour = rng.uniform(60, 230, size=3)
-    _ellipse(image, center, axes, 0.0, face_colour)
+    draw(center, axes, 0.0, rng.uniform(60, 230, size=3))
 
-    # Blobs on the face (hair, marks) with their own colours.
+    # Blobs on and around the face (hair, marks) with their own colours.
     for _ in range(rng.integers(2, 5)):
         blob_center = (
             center[0] + rng.uniform(-0.7, 0.7) * axes[0],
-            center[1] + rng.uniform(-0.9, 0.5) * axes[1],
+            center[1] + rng.uniform(-1.0, 0.5) * axes[1],
         )
         blob_axes = (size * rng.uniform(0.05, 0.14), size * rng.uniform(0.04, 0.12))
-        angle = rng.uniform(0, 180)
-        _ellipse(image, blob_center, blob_axes, angle, rng.uniform(0, 255, size=3))
+        draw(blob_center, blob_axes, rng.uniform(0, 180), rng.uniform(0, 255, size=3))
 
     eye_dx = axes[0] * rng.uniform(0.35, 0.55)
     eye_y = center[1] - axes[1] * rng.uniform(0.1, 0.3)
     eye_axes = (size * rng.uniform(0.04, 0.07), size * rng.uniform(0.025, 0.045))
     eye_colour = rng.uniform(0, 120, size=3)
     for side in (-1, 1):
-        _ellipse(image, (center[0] + side * eye_dx, eye_y), eye_axes, 0.0, eye_colour)
+        draw((center[0] + side * eye_dx, eye_y), eye_axes, 0.0, eye_colour)
 
     mouth_y = center[1] + axes[1] * rng.uniform(0.35, 0.6)
     mouth_axes = (axes[0] * rng.uniform(0.25, 0.55), size * rng.uniform(0.02, 0.05))
-    _ellipse(image, (center[0], mouth_y), mouth_axes, 0.0, rng.uniform(0, 200, 3))
+    draw((center[0], mouth_y), mouth_axes, 0.0, rng.uniform(0, 200, size=3))
 
-    image = cv2.GaussianBlur(image, (0, 0), sigmaX=size / 80)
-    return np.clip(image, 0, 255).astype(np.uint8)
+    return IdentityTemplate(face=face, mask=mask)
+
+
+def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Draw a float32 BGR background: a smooth colour field from a 4x4 upsample."""
+    import cv2
+
+    coarse = rng.uniform(20, 235, size=(4, 4, 3)).astype(np.float32)
+    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 def _ellipse(
@@ -79,7 +101,7 @@ def _ellipse(
     center: tuple[float, float],
     axes: tuple[float, float],
     angle: float,
-    colour: np.ndarray,
+    colour: tuple[float, ...],
 ) -> None:
     import cv2
 
@@ -90,33 +112,43 @@ def _ellipse(
         angle,
         0,
         360,
-        tuple(float(c) for c in colour),
+        colour,
         thickness=-1,
         lineType=cv2.LINE_AA,
     )
 
 
-def vary_template(template: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Return one image of an identity: the template with random nuisances."""
+def vary_template(template: IdentityTemplate, rng: np.random.Generator) -> np.ndarray:
+    """Return one uint8 BGR image of an identity with random nuisances.
+
+    The face moves, scales and rotates over a new random background, sometimes
+    behind an occluding blob, then gets a colour cast, a brightness change and
+    pixel noise.
+    """
     import cv2
 
-    size = template.shape[0]
+    size = template.face.shape[0]
     matrix = cv2.getRotationMatrix2D(
         (size / 2, size / 2),
         rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG),
         rng.uniform(*SCALE_RANGE),
     )
     matrix[:, 2] += rng.uniform(-MAX_SHIFT, MAX_SHIFT, size=2) * size
-    warped = cv2.warpAffine(
-        template, matrix, (size, size), borderMode=cv2.BORDER_REFLECT
-    ).astype(np.float32)
+    face = cv2.warpAffine(template.face, matrix, (size, size))
+    mask = cv2.warpAffine(template.mask, matrix, (size, size))[:, :, None]
+    image = mask * face + (1.0 - mask) * render_background(rng, size)
 
-    contrast = rng.uniform(*CONTRAST_RANGE)
-    mean = warped.mean()
-    warped = (warped - mean) * contrast + mean
-    warped *= rng.uniform(*BRIGHTNESS_RANGE)
-    warped += rng.normal(0.0, NOISE_STD, size=warped.shape)
-    return np.clip(warped, 0, 255).astype(np.uint8)
+    if rng.random() < OCCLUDER_PROBABILITY:
+        center = tuple(rng.uniform(0, size, size=2))
+        axes = tuple(rng.uniform(0.06, 0.16, size=2) * size)
+        colour = tuple(float(c) for c in rng.uniform(0, 255, size=3))
+        _ellipse(image, center, axes, rng.uniform(0, 180), colour)
+
+    # Soften the drawn edges, like a camera's optics.
+    image = cv2.GaussianBlur(image, (0, 0), sigmaX=size / 80)
+    image *= rng.uniform(*CHANNEL_GAIN_RANGE, size=3) * rng.uniform(*BRIGHTNESS_RANGE)
+    image += rng.normal(0.0, NOISE_STD, size=image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def write_synthetic_recordio(
