@@ -15,8 +15,15 @@ import numpy as np
 class StandinHead:
     """Full softmax over cosine logits with a manual momentum SGD update."""
 
-    def __init__(self, num_classes: int, embedding_size: int, seed: int = 0,
-                 momentum: float = 0.9, scale: float = 16.0, **_: Any) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        seed: int = 0,
+        momentum: float = 0.9,
+        scale: float = 16.0,
+        **_: Any,
+    ) -> None:
         import paddle
 
         rng = np.random.default_rng(seed)
@@ -69,8 +76,14 @@ class StandinHead:
 class StandinData:
     """Fixed random images of learnable classes, shuffled per epoch by seed."""
 
-    def __init__(self, num_classes: int = 4, per_class: int = 6, batch_size: int = 4,
-                 seed: int = 0, image_size: int = 112) -> None:
+    def __init__(
+        self,
+        num_classes: int = 4,
+        per_class: int = 6,
+        batch_size: int = 4,
+        seed: int = 0,
+        image_size: int = 112,
+    ) -> None:
         rng = np.random.default_rng(1234)
         centers = rng.normal(0, 1, (num_classes, 3, image_size, image_size))
         self.labels = np.repeat(np.arange(num_classes), per_class).astype("int64")
