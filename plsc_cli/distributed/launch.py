@@ -1,0 +1,271 @@
+"""Start a training job: in this process, or one rank per device under
+``python -m paddle.distributed.launch``.
+
+The launched job runs ``plsc_cli/engine/worker.py <run>/config.json`` on every
+rank, with per-rank logs in ``<run>/logs`` (``workerlog.<r>``) and the launcher's
+own output in ``<run>/logs/launch.log``. ``OMP_NUM_THREADS`` of each rank is set
+in the environment before any rank imports paddle: the CPU cores of the node
+divided by its ranks.
+
+Failure handling: paddle.distributed.launch stops every rank and exits non-zero
+when one rank exits with an error or is killed. As a watchdog for a launcher
+that does not stop by itself, a rank's error file (written by the worker when
+it fails) gives the launcher ``FAILURE_GRACE_S`` more seconds before its whole
+process group is killed. The error reported is the tail of the failed rank's
+log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from plsc_cli.config import CONFIG_FILE_NAME, TrainConfig, parse_gpus
+from plsc_cli.engine.metrics import cpu_count
+from plsc_cli.engine.worker import LOGS_DIR, PROGRESS_FILE
+from plsc_cli.errors import PlscError
+
+logger = logging.getLogger(__name__)
+
+FAILURE_GRACE_S = 20.0
+POLL_S = 0.5
+LOG_TAIL_LINES = 15
+# Log lines of Paddle's C++ code and launcher, left out of the error report.
+_NOISE = re.compile(
+    r"^([IWEF]\d{4} |=+|FLAGS\(|\s*warnings\.warn|.*UserWarning|LAUNCH )"
+)
+_FAILED_RANK = re.compile(r"Container rank (\d+) status failed .*?code (-?\d+)")
+
+
+@dataclass
+class LaunchPlan:
+    """The command and environment of one node's launcher."""
+
+    command: list[str]
+    env: dict[str, str]
+    local_ranks: int
+    log_dir: Path
+
+
+def plan_launch(config: TrainConfig, config_path: Path) -> LaunchPlan:
+    """Build the paddle.distributed.launch command for this node."""
+    log_dir = Path(config.output_dir) / LOGS_DIR
+    env = dict(os.environ)
+    command = [
+        sys.executable,
+        "-m",
+        "paddle.distributed.launch",
+        "--log_dir",
+        str(log_dir),
+        "--log_overwrite",
+        "True",
+    ]
+    if config.gpus is not None:
+        gpu_ids = parse_gpus(config.gpus, available=_visible_gpus(config.gpus))
+        local_ranks = len(gpu_ids)
+        command += ["--devices", ",".join(map(str, gpu_ids))]
+    else:
+        local_ranks = config.nproc or 1
+        # CPU ranks talk over gloo; the worker sets its device to cpu itself.
+        # (An empty CUDA_VISIBLE_DEVICES makes Paddle 3.3's launcher fail.)
+        env["PADDLE_DISTRI_BACKEND"] = "gloo"
+    command += ["--nproc_per_node", str(local_ranks)]
+    if config.nnodes > 1:
+        command += [
+            "--nnodes",
+            str(config.nnodes),
+            "--master",
+            str(config.master),
+            "--rank",
+            str(config.node_rank),
+        ]
+    worker = Path(__file__).resolve().parents[1] / "engine" / "worker.py"
+    command += [str(worker), str(config_path)]
+    threads = max(1, cpu_count() // local_ranks)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MKL_NUM_THREADS"] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    return LaunchPlan(command, env, local_ranks, log_dir)
+
+
+def _visible_gpus(spec: str) -> int | None:
+    """Count GPUs only when 'all' needs the number (importing paddle is slow)."""
+    if spec.strip().lower() != "all":
+        return None
+    from plsc_cli.console import import_paddle
+
+    paddle = import_paddle()
+    if not paddle.device.is_compiled_with_cuda():
+        return 0
+    return paddle.device.cuda.device_count()
+
+
+def train(config: TrainConfig) -> int:
+    """Run the job described by ``config``; returns 0 or raises PlscError."""
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = config.save(run_dir / CONFIG_FILE_NAME)
+    if not config.launches_ranks:
+        from plsc_cli import console
+        from plsc_cli.engine.worker import run_worker
+
+        console.add_log_file(run_dir)
+        run_worker(config)
+        return 0
+    plan = plan_launch(config, config_path)
+    run_launch(plan)
+    logger.info(
+        "run folder %s: checkpoints, scalars.csv and plsc.log; per-rank logs in %s",
+        run_dir,
+        plan.log_dir,
+    )
+    return 0
+
+
+def run_launch(plan: LaunchPlan, grace_s: float = FAILURE_GRACE_S) -> int:
+    """Run the launcher, show rank 0's progress, and report a failed rank."""
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    for stale in plan.log_dir.glob("rank*.error"):
+        stale.unlink()
+    progress = plan.log_dir / PROGRESS_FILE
+    progress.write_text("", encoding="utf-8")
+    launch_log = plan.log_dir / "launch.log"
+    logger.info(
+        "starting %d rank(s); per-rank logs in %s", plan.local_ranks, plan.log_dir
+    )
+    logger.debug("launch command: %s", " ".join(plan.command))
+    with open(launch_log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            plan.command,
+            env=plan.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        tail = _ProgressTail(progress)
+        failure_seen: float | None = None
+        try:
+            while proc.poll() is None:
+                time.sleep(POLL_S)
+                tail.flush()
+                if failure_seen is None and _error_files(plan.log_dir):
+                    failure_seen = time.monotonic()
+                if failure_seen is not None and (
+                    time.monotonic() - failure_seen > grace_s
+                ):
+                    logger.warning(
+                        "a rank failed and the launcher is still running after "
+                        "%.0f s; stopping the job",
+                        grace_s,
+                    )
+                    _kill_group(proc)
+        except KeyboardInterrupt:
+            _kill_group(proc)
+            raise
+        tail.flush()
+    if proc.returncode == 0:
+        return 0
+    raise PlscError(_failure_message(plan.log_dir, launch_log, proc.returncode))
+
+
+class _ProgressTail:
+    """Copy new lines of rank 0's progress file to the terminal."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def flush(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            f.seek(self.offset)
+            text = f.read()
+            # Keep a partial last line for the next call.
+            end = text.rfind("\n") + 1
+            self.offset += len(text[:end].encode("utf-8"))
+        from plsc_cli import console
+
+        for line in text[:end].splitlines():
+            console.get_console(stderr=True).print(line, markup=False)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _error_files(log_dir: Path) -> list[Path]:
+    return sorted(log_dir.glob("rank*.error"))
+
+
+def _failure_message(log_dir: Path, launch_log: Path, returncode: int) -> str:
+    """Name the failed rank, its exit status and its last error line."""
+    rank, code = _failed_rank(log_dir, launch_log)
+    if rank is None:
+        return (
+            f"training job failed (launcher exit code {returncode}); "
+            f"see {launch_log} and the worker logs in {log_dir}"
+        )
+    worker_log = log_dir / f"workerlog.{rank}"
+    lines = _log_tail(worker_log)
+    from plsc_cli import console
+
+    err = console.get_console(stderr=True)
+    err.print(f"last lines of rank {rank}'s log ({worker_log}):", markup=False)
+    for line in lines:
+        err.print(f"  {line}", markup=False)
+    status = _describe_exit(code)
+    reason = next((ln for ln in reversed(lines) if _looks_like_error(ln)), "")
+    reason = f": {reason.strip()}" if reason else ""
+    return f"rank {rank} {status}{reason}; full log: {worker_log}"
+
+
+def _failed_rank(log_dir: Path, launch_log: Path) -> tuple[int | None, int | None]:
+    errors = _error_files(log_dir)
+    text = launch_log.read_text(encoding="utf-8", errors="replace")
+    match = _FAILED_RANK.search(text)
+    if match:
+        return int(match.group(1)), int(match.group(2))
+    if errors:
+        return int(errors[0].stem.removeprefix("rank")), None
+    return None, None
+
+
+def _log_tail(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    useful = [ln for ln in lines if ln.strip() and not _NOISE.match(ln)]
+    return useful[-LOG_TAIL_LINES:]
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "failed"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"failed with exit code {code}"
+
+
+def _looks_like_error(line: str) -> bool:
+    return bool(re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", line)) or (
+        "failed" in line
+    )
