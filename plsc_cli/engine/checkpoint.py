@@ -233,14 +233,25 @@ def _best_target(run_dir: Path) -> Path | None:
     return None
 
 
-def mark_best(run_dir: str | os.PathLike[str], checkpoint: Path) -> Path:
-    """Copy ``checkpoint`` to ``<run_dir>/best`` (atomically replaced)."""
+def mark_best(
+    run_dir: str | os.PathLike[str], checkpoint: Path, accuracy: float | None = None
+) -> Path:
+    """Copy ``checkpoint`` to ``<run_dir>/best`` (atomically replaced).
+
+    With ``accuracy``, the copy's meta.json records it as ``best_accuracy``: the
+    checkpoint may have been saved before the validation that made it the best.
+    """
     run_dir = Path(run_dir)
     best = run_dir / BEST_NAME
     temp = run_dir / ".best.tmp"
     if temp.exists():
         shutil.rmtree(temp)
     shutil.copytree(checkpoint, temp)
+    if accuracy is not None:
+        meta_path = temp / META_FILE
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["best_accuracy"] = accuracy
+        meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     if best.is_symlink() or best.is_file():
         best.unlink()
     elif best.exists():

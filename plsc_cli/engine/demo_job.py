@@ -31,16 +31,20 @@ CHANCE_ACCURACY = 0.5
 class DemoSettings:
     """Sizes of the demo, chosen to finish in a few minutes on two CPU cores."""
 
-    num_classes: int = 30
+    num_classes: int = 20
     """Synthetic identities in the training set."""
-    images_per_class: int = 40
+    images_per_class: int = 30
     """Training images per identity."""
     heldout_per_class: int = 4
     """Images per identity kept out of training for the verification pairs."""
-    epochs: int = 2
+    epochs: int = 4
     """Passes over the training set."""
-    batch_size: int = 32
+    lr_decay_epochs: str = "3"
+    """Epochs after which the learning rate drops to a tenth."""
+    batch_size: int = 16
     """Images per rank and step."""
+    scale: float = 32.0
+    """Logit scale of the ArcFace margin; 64 suits many more classes than 20."""
     nproc: int = 2
     """CPU ranks."""
     seed: int = 0
@@ -116,6 +120,9 @@ def run_demo(output_dir: Path, settings: DemoSettings | None = None) -> int:
         "--batch-size", str(settings.batch_size),
         "--epochs", str(settings.epochs),
         "--lr", "0.1",
+        "--lr-decay-epochs", settings.lr_decay_epochs,
+        "--margin", "arcface",
+        "--scale", str(settings.scale),
         "--seed", str(settings.seed),
         "--val-bin", str(data_dir / HELDOUT_PAIRS_FILE),
         "--output-dir", str(run_dir),

@@ -1,8 +1,10 @@
 """Step lines, scalars (CSV and VisualDL) and the peak-memory reading.
 
 Only rank 0 writes. ``scalars.csv`` in the run folder gets one row per step:
-step, epoch, loss, lr, samples/s; VisualDL scalars go to ``<run>/vdl`` when
-visualdl is installed.
+step, epoch, loss, lr, samples/s. ``validation.csv`` gets one row per
+validation set and validation: step, set name, accuracy, its standard deviation
+over the folds, threshold and pair count. VisualDL scalars go to ``<run>/vdl``
+when visualdl is installed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 SCALARS_FILE = "scalars.csv"
 SCALAR_FIELDS = ("step", "epoch", "loss", "lr", "samples_per_s", "data_wait")
+VALIDATION_FILE = "validation.csv"
+VALIDATION_FIELDS = ("step", "set", "accuracy", "accuracy_std", "threshold", "pairs")
 
 
 def peak_memory_gib(device: str) -> float:
@@ -66,14 +70,17 @@ class ScalarWriter:
     def _drop_rows_after(self, start_step: int) -> None:
         """Remove rows after start_step, left by a run that went on past its last
         checkpoint."""
-        if not self.path.exists():
-            return
-        with open(self.path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= start_step]
-        if len(kept) != len(rows):
-            with open(self.path, "w", newline="", encoding="utf-8") as f:
-                csv.writer(f).writerows(kept)
+        for path in (self.path, self.path.parent / VALIDATION_FILE):
+            if not path.exists():
+                continue
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))
+            if not rows:
+                continue
+            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= start_step]
+            if len(kept) != len(rows):
+                with open(path, "w", newline="", encoding="utf-8") as f:
+                    csv.writer(f).writerows(kept)
 
     def add_step(self, values: dict[str, float]) -> None:
         self._csv.writerow([values[name] for name in SCALAR_FIELDS])
@@ -86,6 +93,26 @@ class ScalarWriter:
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         if self._vdl is not None:
             self._vdl.add_scalar(tag=tag, value=value, step=step)
+
+    def add_validation(self, step: int, name: str, metrics: dict[str, float]) -> None:
+        """Append one validation result to validation.csv and VisualDL."""
+        path = self.path.parent / VALIDATION_FILE
+        new_file = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            if new_file:
+                writer.writerow(VALIDATION_FIELDS)
+            writer.writerow(
+                [
+                    step,
+                    name,
+                    metrics["accuracy"],
+                    metrics["accuracy_std"],
+                    metrics["threshold"],
+                    int(metrics["num_pairs"]),
+                ]
+            )
+        self.add_scalar(f"val/{name}", metrics["accuracy"], step)
 
     def close(self) -> None:
         self._file.close()

@@ -399,7 +399,7 @@ class Trainer:
         )
         for name, metrics in results.items():
             if writer is not None:
-                writer.add_scalar(f"val/{name}", metrics["accuracy"], self.state.step)
+                writer.add_validation(self.state.step, name, metrics)
             if self.rank == 0:
                 logger.info(
                     "validation %s at step %d: accuracy %.4f +- %.4f "
@@ -419,7 +419,7 @@ class Trainer:
         if saved is None or ckpt_step(saved) != self.state.step:
             saved = self.save()
         if self.rank == 0:
-            best = ckpt.mark_best(self.run_dir, saved)
+            best = ckpt.mark_best(self.run_dir, saved, accuracy)
             logger.info("best mean accuracy %.4f so far: copied to %s", accuracy, best)
         runtime.barrier()
 
