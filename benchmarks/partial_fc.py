@@ -202,7 +202,10 @@ def run_measurement(config: dict, isolate: bool) -> dict:
     command = [sys.executable, __file__, "--worker", json.dumps(config)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        return {"error": f"exit code {result.returncode}: {result.stderr[-2000:]}"}
+        return {
+            "error": f"measurement failed with exit code {result.returncode}: "
+            f"{result.stderr[-2000:]}"
+        }
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
