@@ -604,7 +604,8 @@ class PartialFC(paddle.nn.Layer):
     ) -> paddle.Tensor:
         # NOTE: this path has not run on a GPU yet; no CUDA machine was available
         # when it was written. The gpu-marked test in tests/test_partial_fc.py
-        # checks it against the CPU path.
+        # checks it against the CPU path. class_center_sample draws from Paddle's
+        # global generator, so here the negatives follow paddle.seed, not ``seed``.
         import paddle.nn.functional as F
 
         _, world_size = group_rank_and_size(self.group)
