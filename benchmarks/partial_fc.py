@@ -202,7 +202,10 @@ def run_measurement(config: dict, isolate: bool) -> dict:
     command = [sys.executable, __file__, "--worker", json.dumps(config)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        return {"error": f"exit code {result.returncode}: {result.stderr[-2000:]}"}
+        return {
+            "error": f"measurement failed with exit code {result.returncode}: "
+            f"{result.stderr[-2000:]}"
+        }
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -391,6 +394,9 @@ def main() -> None:
     parser.add_argument(
         "--step-dtypes", help="comma-separated storage dtypes for the step section"
     )
+    parser.add_argument(
+        "--capacity-sizes", help="comma-separated class counts for the capacity section"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -406,6 +412,8 @@ def main() -> None:
     sizes = dict(QUICK if args.quick else FULL)
     if args.step_sizes:
         sizes["step_sizes"] = [int(n) for n in args.step_sizes.split(",")]
+    if args.capacity_sizes:
+        sizes["capacity_sizes"] = [int(n) for n in args.capacity_sizes.split(",")]
     if args.step_dtypes:
         sizes["step_dtypes"] = args.step_dtypes.split(",")
     isolate = (not args.quick) if args.isolate is None else args.isolate

@@ -27,7 +27,7 @@ def group_rank_and_size(group: Any = None) -> tuple[int, int]:
 def _gather_row_counts(num_rows: int, group: Any) -> list[int]:
     counts: list[paddle.Tensor] = []
     dist.all_gather(counts, paddle.to_tensor([num_rows], dtype="int64"), group=group)
-    return [int(count.item()) for count in counts]
+    return [int(count.numpy()[0]) for count in counts]
 
 
 class _AllGatherWithGrad(PyLayer):
@@ -93,7 +93,7 @@ def all_reduce_array(array: np.ndarray, op: str, group: Any = None) -> np.ndarra
     _, world_size = group_rank_and_size(group)
     if world_size == 1:
         return array.copy()
-    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+    ops: dict[str, Any] = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
     if op not in ops:
         raise ValueError(f"unknown all-reduce op {op!r}; expected 'sum' or 'max'")
     tensor = paddle.to_tensor(np.ascontiguousarray(array))

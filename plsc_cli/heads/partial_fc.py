@@ -12,7 +12,7 @@ the sampled centers. The forward pass runs an online softmax (running row maximu
 and sum of exponentials, rescaled when the maximum grows) and accumulates the
 feature gradient in the same pass, so no [num_sample, D] float32 copy exists at any
 time. It keeps the [global_batch, num_sample] cosines for ``step()``, which forms
-the center gradients chunk by chunk from them and applies the update at once.
+the center gradients from them chunk by chunk and updates each chunk right away.
 
 On a CUDA device the head uses Paddle's fused ``class_center_sample`` and
 ``margin_cross_entropy`` with the model-parallel group.
@@ -604,7 +604,8 @@ class PartialFC(paddle.nn.Layer):
     ) -> paddle.Tensor:
         # NOTE: this path has not run on a GPU yet; no CUDA machine was available
         # when it was written. The gpu-marked test in tests/test_partial_fc.py
-        # checks it against the CPU path.
+        # checks it against the CPU path. class_center_sample draws from Paddle's
+        # global generator, so here the negatives follow paddle.seed, not ``seed``.
         import paddle.nn.functional as F
 
         _, world_size = group_rank_and_size(self.group)
@@ -635,19 +636,22 @@ class PartialFC(paddle.nn.Layer):
             reduction="mean",
         )
         self._gpu_pending = (sampled, centers)
+        assert isinstance(loss, paddle.Tensor)  # return_softmax=False: loss only
         return loss
 
     def _step_gpu(self, lr: float) -> None:
         if self._gpu_pending is None or self._gpu_pending[1].grad is None:
             raise RuntimeError("call loss.backward() before head.step()")
         sampled, centers = self._gpu_pending
+        center_grad = centers.grad
+        assert center_grad is not None
         with paddle.no_grad():
-            grad = centers.grad.astype("float32")
+            grad = center_grad.astype("float32")
             weight = centers.detach()
             velocity = paddle.gather(self._momentum_gpu, sampled).astype("float32")
             velocity = self.momentum * velocity + grad + self.weight_decay * weight
             weight = weight - lr * velocity
-            dtype = self.storage_dtype
+            dtype: Any = self.storage_dtype
             self._weight_gpu.scatter_(sampled, weight.astype(dtype), overwrite=True)
             self._momentum_gpu.scatter_(sampled, velocity.astype(dtype), overwrite=True)
         self._gpu_pending = None
