@@ -129,7 +129,14 @@ def test_legacy_aliases_hidden_but_accepted(tmp_path):
     assert "--root_dir" not in help_text
     result = CliRunner().invoke(
         app,
-        ["data", "extract", "--root_dir", str(tmp_path / "x"), "--output_dir", "o"],
+        [
+            "data",
+            "extract",
+            "--root_dir",
+            str(tmp_path / "x"),
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
     )
     # Parsed: the command ran and failed on the missing folder, not on the option.
     assert result.exit_code == 1, result.output
