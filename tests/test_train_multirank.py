@@ -108,22 +108,44 @@ def test_resume_repeats_losses(tmp_path, friends112, dynamic_run):
     assert [resumed[s] for s in after] == [straight[s] for s in after]
 
 
-def _rank_pid(config_path: Path, rank: int) -> int | None:
-    """Find the worker process of ``rank`` for this run through /proc."""
+def _run_pids(config_path: Path) -> set[int]:
+    """Find every process of this run (ranks and their loader workers)."""
+    pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if str(config_path).encode() not in cmdline or not any(
-            arg.endswith(b"worker.py") for arg in cmdline
+        if (
+            str(config_path).encode() in cmdline
+            and any(arg.endswith(b"worker.py") for arg in cmdline)
+            and b"paddle.distributed.launch" not in cmdline
         ):
+            pids.add(int(entry.name))
+    return pids
+
+
+def _parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _rank_pid(config_path: Path, rank: int) -> int | None:
+    """Find the rank process of ``rank`` for this run, not one of its workers."""
+    pids = _run_pids(config_path)
+    for pid in pids:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            parent = _parent_pid(pid)
+        except OSError:
+            continue
+        # Loader workers are forked from the rank and share its command line.
+        if parent in pids:
             continue
         if f"PADDLE_TRAINER_ID={rank}".encode() in environ:
-            return int(entry.name)
+            return pid
     return None
 
 
@@ -156,9 +178,19 @@ def test_killed_rank_ends_job(tmp_path, friends112):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+            for pid in _run_pids(run_dir / "config.json"):
+                os.kill(pid, signal.SIGKILL)
     assert proc.returncode != 0
     assert elapsed < 60
     assert "rank 1" in stderr
+    # No rank and no loader worker of the run outlives the job.
+    deadline = time.monotonic() + 10
+    while _run_pids(run_dir / "config.json") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftover = _run_pids(run_dir / "config.json")
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftover, f"processes left running after the job ended: {leftover}"
 
     last = latest_checkpoint(run_dir)
     for rank in range(2):

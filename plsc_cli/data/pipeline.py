@@ -328,9 +328,33 @@ def normalize(batch: np.ndarray) -> np.ndarray:
 _worker_source: ImageSource | None = None
 
 
-def _init_worker(source: ImageSource) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """Make this worker die with the process that started it (Linux only).
+
+    A rank killed with SIGKILL cannot shut its pool down, and its workers would
+    otherwise wait on their task queue forever.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        logger.debug("prctl is not available; workers may outlive a killed rank")
+        return
+    # The parent may have died before prctl took effect.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_worker(source: ImageSource, parent_pid: int) -> None:
     import cv2
 
+    _exit_with_parent(parent_pid)
     global _worker_source
     # Parallelism comes from the worker processes; one thread each avoids
     # oversubscribing the cores.
@@ -475,7 +499,7 @@ class TrainLoader:
                 max_workers=self.num_workers,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(self.source,),
+                initargs=(self.source, os.getpid()),
             )
             logger.debug(
                 "started %d data loader workers (%s)",
