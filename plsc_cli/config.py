@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from plsc_cli.errors import PlscUsageError
+from plsc_cli.heads.margin import MARGIN_PRESETS
 
 MODES = ("dynamic", "static")
 DEVICES = ("auto", "cpu", "gpu")
 HEAD_DTYPES = ("float32", "float16", "bfloat16")
-# (m1, m2, m3) of the combined margin cos(m1 * theta + m2) - m3.
-NAMED_MARGINS = {
-    "arcface": (1.0, 0.5, 0.0),
-    "cosface": (1.0, 0.0, 0.4),
-    "softmax": (1.0, 0.0, 0.0),
-}
+# (m1, m2, m3) of the combined margin cos(m1 * theta + m2) - m3, one table for
+# the config and the head.
+NAMED_MARGINS = MARGIN_PRESETS
 # Learning rate per 512 samples in the published recipes; scaled linearly with
 # the global batch size when --lr is not given.
 BASE_LR_PER_512 = 0.1
@@ -85,8 +83,8 @@ class TrainConfig:
     """L2 weight decay of the backbone and of the sampled class centers."""
 
     margin: str = "arcface"
-    """Margin: arcface (1,0.5,0), cosface (1,0,0.4), softmax, or m1,m2,m3 of
-    cos(m1*theta + m2) - m3."""
+    """Margin: arcface (1,0.5,0), cosface (1,0,0.35), sphereface (1.35,0,0),
+    softmax (1,0,0), or m1,m2,m3 of cos(m1*theta + m2) - m3."""
 
     scale: float = 64.0
     """Logit scale s applied to the margin cosine."""

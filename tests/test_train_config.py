@@ -52,7 +52,8 @@ def test_invalid_values_name_option(overrides, option):
 
 
 def test_margin_parsing():
-    assert parse_margin("cosface") == (1.0, 0.0, 0.4)
+    assert parse_margin("cosface") == (1.0, 0.0, 0.35)
+    assert parse_margin("sphereface") == (1.35, 0.0, 0.0)
     assert parse_margin("1.0,0.3,0.2") == (1.0, 0.3, 0.2)
 
 

@@ -17,6 +17,7 @@ MARGIN_PRESETS: dict[str, tuple[float, float, float]] = {
     "arcface": (1.0, 0.5, 0.0),
     "cosface": (1.0, 0.0, 0.35),
     "sphereface": (1.35, 0.0, 0.0),
+    "softmax": (1.0, 0.0, 0.0),
 }
 
 # The angle is taken of the cosine clipped to [-1 + eps, 1 - eps], so that the
