@@ -1,11 +1,12 @@
 """The embedded default job behind ``make demo``: data, extraction, training.
 
 It needs no data and no downloads. It writes a small RecordIO dataset of
-synthetic identities with held-out verification pairs, extracts it with
-``plsc data extract``, trains a MobileFaceNet with a Partial FC head on two CPU
-ranks with ``plsc train --nproc 2`` and reports the loss curve and the held-out
-verification accuracy. It exits with code 1 when the loss does not fall or the
-accuracy is not above chance, so ``make demo`` doubles as an end-to-end check.
+synthetic identities with held-out verification pairs and extracts it with
+``plsc data extract``. Then it trains a MobileFaceNet with a Partial FC head on
+two CPU ranks with ``plsc train --nproc 2`` and reports the loss curve and the
+held-out verification accuracy. It exits with code 1 when the loss does not
+fall or the accuracy is not above chance, so ``make demo`` doubles as an
+end-to-end check.
 
 Run it with ``python -m plsc_cli.engine.demo_job [OUTPUT_DIR]``.
 """
@@ -44,7 +45,7 @@ class DemoSettings:
     batch_size: int = 16
     """Images per rank and step."""
     scale: float = 32.0
-    """Logit scale of the ArcFace margin; 64 suits many more classes than 20."""
+    """Logit scale of the ArcFace margin. The usual 64 suits far more classes."""
     nproc: int = 2
     """CPU ranks."""
     seed: int = 0
