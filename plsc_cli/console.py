@@ -180,9 +180,26 @@ def prepare_paddle_env(num_threads: int | None = None) -> None:
 
 
 def import_paddle():  # noqa: ANN201 - returns the paddle module
-    """Import paddle with the environment from :func:`prepare_paddle_env`."""
-    if "paddle" not in sys.modules:
-        prepare_paddle_env()
-    import paddle
+    """Import paddle with the environment from :func:`prepare_paddle_env`.
 
+    Unless ``--verbose``, what Paddle prints on import is dropped: Paddle 3.3
+    prints a two-line warning to stderr whenever OMP_NUM_THREADS is above 1.
+    """
+    if "paddle" in sys.modules:
+        return sys.modules["paddle"]
+    prepare_paddle_env()
+    if is_verbose():
+        import paddle
+
+        return paddle
+    import contextlib
+    import io
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            import paddle
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
     return paddle

@@ -191,3 +191,75 @@ def test_bash_completes_data_subcommands():
     offered = _bash_complete(["plsc", "data", ""])
     assert "extract" in offered
     assert "convert" in offered
+
+
+def test_typer_exit_code_kept(monkeypatch):
+    import typer
+
+    from plsc_cli.cli import app as app_module
+
+    def exit_three(*args, **kwargs):
+        raise typer.Exit(code=3)
+
+    monkeypatch.setattr(app_module.console, "set_verbosity", exit_three)
+    assert CliRunner().invoke(app, ["data", "--help"]).exit_code == 3
+
+
+def test_keyboard_interrupt_exits_130(monkeypatch):
+    from plsc_cli.cli import app as app_module
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app_module.console, "set_verbosity", interrupt)
+    result = CliRunner().invoke(app, ["data", "--help"])
+    assert result.exit_code == 130
+    assert "plsc: interrupted" in result.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_training(tmp_path):
+    import signal
+    import time
+
+    if not PLSC.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    command = [
+        str(PLSC), "train", "--data", "synthetic:8:64", "--backbone",
+        "mobilefacenet", "--embedding-size", "16", "--batch-size", "4",
+        "--max-steps", "10000", "--log-every", "1", "--workers", "1",
+        "--output-dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "run").glob("scalars.csv")):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "training did not start in 120 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "plsc: interrupted" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_train_error_is_one_line(tmp_path):
+    result = run_plsc(
+        "train",
+        "--data",
+        str(tmp_path / "nowhere"),
+        "--output-dir",
+        str(tmp_path / "o"),
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "OMP_NUM_THREADS" not in result.stderr
+    assert "nowhere" in lines[0]

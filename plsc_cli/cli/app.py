@@ -76,7 +76,7 @@ class PlscGroup(TyperGroup):
         kw["standalone_mode"] = False
         err = console.get_console(stderr=True)
         try:
-            return super().main(args, *a, **kw)
+            result = super().main(args, *a, **kw)
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
         except typer.Abort:
@@ -115,6 +115,13 @@ class PlscGroup(TyperGroup):
                 markup=False,
             )
             sys.exit(1)
+        # Without standalone mode, Typer returns the code of typer.Exit instead
+        # of exiting, and it turns Ctrl-C into typer.Exit(130).
+        if isinstance(result, int) and not isinstance(result, bool):
+            if result == 130:
+                err.print("plsc: interrupted", markup=False)
+            sys.exit(result)
+        return result
 
 
 app = typer.Typer(

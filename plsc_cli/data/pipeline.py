@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Generator, Iterator
@@ -337,7 +338,6 @@ def _exit_with_parent(parent_pid: int) -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     pr_set_pdeathsig = 1
     try:
@@ -355,6 +355,9 @@ def _init_worker(source: ImageSource, parent_pid: int) -> None:
     import cv2
 
     _exit_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group; the rank handles it and stops the
+    # pool, so a worker printing its own KeyboardInterrupt traceback is noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _worker_source
     # Parallelism comes from the worker processes; one thread each avoids
     # oversubscribing the cores.

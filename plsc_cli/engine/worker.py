@@ -29,7 +29,7 @@ def error_file(run_dir: Path, rank: int) -> Path:
 
 def run_worker(config: TrainConfig) -> object:
     """Train in this process (one rank, or one of several under the launcher)."""
-    console.prepare_paddle_env()
+    console.import_paddle()
     from plsc_cli.engine.trainer import run_training
 
     return run_training(config)
