@@ -21,7 +21,7 @@ def test_presets_have_the_standard_values() -> None:
 
 
 def test_resolve_margins_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="arcface, cosface, sphereface"):
+    with pytest.raises(ValueError, match="arcface, cosface, softmax, sphereface"):
         resolve_margins("adaface")
     with pytest.raises(ValueError, match="three numbers"):
         resolve_margins([1.0, 0.5])
