@@ -560,3 +560,15 @@ def test_extract_mid_run_error_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, repr(failed.stderr)
     assert lines[0].startswith("plsc: error: ")
     assert "record 599" in lines[0]
+
+
+def test_convert_file_below_file(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes(0))
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    result = run_cli(
+        "data", "convert", "--mode", "image2bin", "--image-path", tmp_path / "a.jpg",
+        "--bin-path", afile / "a.bin",
+    )  # fmt: skip
+    assert_one_line_error(result, f"cannot create the output folder {afile}")
+    assert afile.read_text() == "keep me\n"
