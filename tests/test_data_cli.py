@@ -572,3 +572,40 @@ def test_convert_file_below_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert_one_line_error(result, f"cannot create the output folder {afile}")
     assert afile.read_text() == "keep me\n"
+
+
+def test_pack_mixed_sizes_warns(tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery"
+    (gallery / "a").mkdir(parents=True)
+    (gallery / "b").mkdir()
+    # The first image in packing order is the odd size out.
+    (gallery / "a" / "0.png").write_bytes(png_bytes(0, size=48))
+    (gallery / "a" / "1.jpg").write_bytes(jpeg_bytes(1, size=64))
+    (gallery / "b" / "0.jpg").write_bytes(jpeg_bytes(2, size=64))
+    (gallery / "b" / "1.png").write_bytes(png_bytes(3, size=80))
+    (gallery / "b" / "2.jpg").write_bytes(jpeg_bytes(4, size=64))
+    rec = tmp_path / "rec"
+    result = run_cli("data", "pack", "--image-dir", gallery, "-o", rec)
+    assert_ok(result)
+    assert (rec / "property").read_text() == "2,64,64\n"
+    warning = "2 of 5 images are not 64x64 (height x width)"
+    assert f"warning: {warning}" in result.stderr
+    assert warning in (rec / "plsc.log").read_text()
+
+
+def test_pack_friends_gallery_property(tmp_path: Path) -> None:
+    gallery = shared_path("data", "friends", "gallery")
+    rec = tmp_path / "rec"
+    result = run_cli("data", "pack", "--image-dir", gallery, "-o", rec)
+    assert_ok(result)
+    sizes: dict[tuple[int, int], int] = {}
+    for path in gallery.glob("*/*"):
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            height, width = cv2.imread(str(path), cv2.IMREAD_COLOR).shape[:2]
+            sizes[(height, width)] = sizes.get((height, width), 0) + 1
+    total = sum(sizes.values())
+    _, height, width = map(int, (rec / "property").read_text().split(","))
+    # Several sizes may tie for the most common; any of them is correct.
+    assert sizes[(height, width)] == max(sizes.values())
+    others = total - sizes[(height, width)]
+    assert f"warning: {others} of {total} images are not" in result.stderr

@@ -164,7 +164,10 @@ def pack(
 ) -> None:
     """Pack a label.txt dataset or a folder per identity into RecordIO.
 
-    Writes train.rec, train.idx and property in the InsightFace layout.
+    Writes train.rec, train.idx and property in the InsightFace layout. Images
+    are packed unchanged; property records the most common image size, and a
+    warning counts the images of other sizes (training resizes every image to
+    112x112).
     """
     from plsc_cli.data.pack import pack_dataset
 

@@ -4,13 +4,15 @@ The output is the InsightFace layout that ``scan_recordio`` and MXNet read.
 Record 0 is a header with labels [image end, identity end]. Records 1..N are
 the images sorted by class, each with a scalar float label and the file bytes
 as they are. One identity record per class follows, with labels [first, end)
-of its image keys. ``property`` contains ``num_classes,height,width``.
+of its image keys. ``property`` contains ``num_classes,height,width`` of the
+most common image size; a warning counts the images of other sizes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from plsc_cli.data.fileio import temp_path_for, write_text_atomic
 from plsc_cli.data.image import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
-    decode_image,
+    decode_image_bgr,
     image_extension,
 )
 from plsc_cli.data.label_file import read_label_file
@@ -98,11 +100,31 @@ def _read_image_file(path: Path) -> bytes:
     return data
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def _image_size(data: bytes, path: Path) -> tuple[int, int]:
+    """Return (height, width) of the encoded image ``data`` read from ``path``."""
     try:
-        height, width = decode_image(_read_image_file(path)).shape[:2]
+        height, width = decode_image_bgr(data).shape[:2]
     except ImageDecodeError as exc:
         raise PlscError(f"{path}: {exc}") from None
+    return height, width
+
+
+def _common_size(sizes: Counter[tuple[int, int]]) -> tuple[int, int]:
+    """Return the most common (height, width) and warn about the other sizes."""
+    (height, width), count = sizes.most_common(1)[0]
+    others = sum(sizes.values()) - count
+    if others:
+        logger.warning(
+            "%d of %d images are not %dx%d (height x width), the most common size; "
+            "property records %dx%d, the images are packed unchanged, and training "
+            "resizes every image to 112x112",
+            others,
+            others + count,
+            height,
+            width,
+            height,
+            width,
+        )
     return height, width
 
 
@@ -128,11 +150,13 @@ def write_insightface_recordio(
     rec_path = output_dir / "train.rec"
     idx_path = output_dir / "train.idx"
     rec_temp, idx_temp = temp_path_for(rec_path), temp_path_for(idx_path)
+    sizes: Counter[tuple[int, int]] = Counter()
     try:
         with RecordIOWriter(rec_temp, idx_temp) as writer:
             writer.write(0, pack_payload([image_end, identity_end], b""))
             for key, i in enumerate(order.tolist(), 1):
                 data = _read_image_file(images.paths[i])
+                sizes[_image_size(data, images.paths[i])] += 1
                 writer.write(key, pack_payload(float(labels[key - 1]), data, id=key))
                 if progress is not None:
                     progress(1)
@@ -146,9 +170,7 @@ def write_insightface_recordio(
         rec_temp.unlink(missing_ok=True)
         idx_temp.unlink(missing_ok=True)
 
-    # NOTE: the size comes from the first image; images of other sizes are
-    # packed unchanged and the training pipeline resizes them.
-    height, width = _image_size(images.paths[int(order[0])])
+    height, width = _common_size(sizes)
     write_text_atomic(
         output_dir / "property", f"{images.num_classes},{height},{width}\n"
     )
