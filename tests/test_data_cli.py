@@ -609,3 +609,30 @@ def test_pack_friends_gallery_property(tmp_path: Path) -> None:
     assert sizes[(height, width)] == max(sizes.values())
     others = total - sizes[(height, width)]
     assert f"warning: {others} of {total} images are not" in result.stderr
+
+
+def test_pack_image_size_resizes(tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery"
+    (gallery / "a").mkdir(parents=True)
+    (gallery / "a" / "0.png").write_bytes(png_bytes(0, size=48))
+    (gallery / "a" / "1.jpg").write_bytes(jpeg_bytes(1, size=80))
+    bgr = cv2.imdecode(np.frombuffer(jpeg_bytes(2, 64), np.uint8), cv2.IMREAD_COLOR)
+    rgba = np.concatenate([bgr, np.full((64, 64, 1), 128, np.uint8)], axis=2)
+    (gallery / "a" / "2.png").write_bytes(cv2.imencode(".png", rgba)[1].tobytes())
+    rec = tmp_path / "rec"
+    result = run_cli(
+        "data", "pack", "--image-dir", gallery, "-o", rec, "--image-size", "32"
+    )  # fmt: skip
+    assert_ok(result)
+    assert "warning" not in result.stderr
+    assert (rec / "property").read_text() == "1,32,32\n"
+    originals = [gallery / "a" / name for name in ("0.png", "1.jpg", "2.png")]
+    images = record_images(rec)
+    for key, path in enumerate(originals, 1):
+        assert images[key][:2] == b"\xff\xd8", path
+        stored = cv2.imdecode(np.frombuffer(images[key], np.uint8), cv2.IMREAD_COLOR)
+        source = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        expected = cv2.resize(source, (32, 32), interpolation=cv2.INTER_LINEAR)
+        params = [cv2.IMWRITE_JPEG_QUALITY, 100]
+        reference = cv2.imdecode(cv2.imencode(".jpg", expected, params)[1], 1)
+        np.testing.assert_array_equal(stored, reference, err_msg=str(path))

@@ -161,25 +161,35 @@ def pack(
         Path | None,
         typer.Option(help="label.txt (path<TAB>label); default: one folder per id."),
     ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Resize every image to this size x this size pixels and store it "
+            "as JPEG quality 100, dropping any alpha channel (default: store the "
+            "files unchanged).",
+        ),
+    ] = None,
 ) -> None:
     """Pack a label.txt dataset or a folder per identity into RecordIO.
 
-    Writes train.rec, train.idx and property in the InsightFace layout. Images
-    are packed unchanged; property records the most common image size, and a
-    warning counts the images of other sizes (training resizes every image to
-    112x112).
+    Writes train.rec, train.idx and property in the InsightFace layout. Without
+    --image-size, images are packed unchanged; property records the most common
+    image size, and a warning counts the images of other sizes (training resizes
+    every image to 112x112).
     """
     from plsc_cli.data.pack import pack_dataset
 
     prepare_output_dir(output_dir, "--output-dir")
     console.add_log_file(output_dir)
     logger.debug("packing %s to %s", image_dir, output_dir)
-    logger.debug("options: label_file=%s", label_file)
+    logger.debug("options: label_file=%s image_size=%s", label_file, image_size)
     with ProgressBar("pack", "img") as bar:
         summary = pack_dataset(
             image_dir,
             output_dir,
             label_file=label_file,
+            image_size=image_size,
             progress=bar.advance,
             on_start=bar.start,
         )
