@@ -33,8 +33,9 @@ def assert_ok(result: Result) -> None:
 def assert_one_line_error(result: Result, *fragments: str) -> str:
     """Check exit code 1 and a single stderr line that contains every fragment."""
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    # Count raw lines, blank ones included: stderr must be the error line only.
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, repr(result.stderr)
     assert lines[0].startswith("plsc: error: ")
     assert "Traceback" not in result.output
     for fragment in fragments:
@@ -463,7 +464,12 @@ def test_installed_console_script(friends: Path, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
-    assert "images: 245" in ok.stdout
+    # --quiet prints only warnings and errors; the summary still reaches plsc.log.
+    assert (ok.stdout, ok.stderr) == ("", "")
+    log = (out / "plsc.log").read_text()
+    assert "images: 245" in log
+    assert "copied verification set small_lfw" in log
+    assert f"DEBUG plsc_cli.cli.data: extracting {friends} to {out}" in log
     assert len(read_label_txt(out / "label.txt")) == 245
     _missing_idx(friends)
     failed = subprocess.run(
@@ -476,3 +482,157 @@ def test_installed_console_script(friends: Path, tmp_path: Path) -> None:
         "both the .rec file and its .idx (key<TAB>byte offset per record), so copy "
         "the .idx from the same dataset download"
     ]
+
+
+def test_extract_pack_write_plsc_log(friends: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("data", "extract", "--root-dir", friends, "-o", out)
+    assert_ok(result)
+    assert "  images: 245" in result.stderr
+    log = (out / "plsc.log").read_text()
+    for line in ("Extracted ", "  images: 245", "  classes: 6", "small_lfw"):
+        assert line in log
+    assert "DEBUG plsc_cli.cli.data: options: reencode=False workers=1" in log
+    packed = tmp_path / "packed"
+    result = run_cli(
+        "data", "pack", "--image-dir", out, "--label-file", out / "label.txt",
+        "-o", packed,
+    )  # fmt: skip
+    assert_ok(result)
+    log = (packed / "plsc.log").read_text()
+    assert "  images: 245" in log
+    assert f"packing {out} to {packed}" in log
+
+
+def test_convert_folder_writes_plsc_log(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        (images / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+    bins = tmp_path / "bins"
+    result = run_cli(
+        "data", "convert", "--mode", "image2bin", "--image-path", images,
+        "--bin-path", bins,
+    )  # fmt: skip
+    assert_ok(result)
+    assert "Wrote 3 files to" in (bins / "plsc.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "extract", "--root-dir", "{root}", "-o", "{file}"],
+        ["data", "pack", "--image-dir", "{root}", "-o", "{file}"],
+        ["data", "pack", "--image-dir", "{root}", "-o", "{file}/sub"],
+        ["data", "convert", "--mode", "bin2image", "--bin-path", "{root}",
+         "--image-path", "{file}"],
+    ],
+    ids=["extract", "pack", "pack-below-file", "convert"],
+)  # fmt: skip
+def test_output_dir_is_file(tmp_path: Path, args: list[str]) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    argv = [a.format(root=root, file=afile) for a in args]
+    option = "--image-path" if "convert" in args else "--output-dir"
+    line = assert_one_line_error(run_cli(*argv), option, str(afile))
+    assert "FileExistsError" not in line
+    assert "NotADirectoryError" not in line
+    assert afile.read_text() == "keep me\n"
+
+
+def test_extract_mid_run_error_one_line(tmp_path: Path) -> None:
+    # Fails after the progress bar started; stderr is a pipe, not a terminal.
+    records = [(k, 0.0, jpeg_bytes(k, size=32)) for k in range(600)]
+    root = write_im2rec(tmp_path / "rec", records)
+    with RecordIOReader(root / "train.rec", root / "train.idx") as reader:
+        cut = reader.offset(599) + 40
+    os.truncate(root / "train.rec", cut)
+    plsc = shutil.which("plsc", path=str(Path(sys.executable).parent))
+    assert plsc is not None, "the plsc console script is not installed"
+    failed = subprocess.run(
+        [plsc, "data", "extract", "--root-dir", root, "-o", tmp_path / "out"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert len(lines) == 1, repr(failed.stderr)
+    assert lines[0].startswith("plsc: error: ")
+    assert "record 599" in lines[0]
+
+
+def test_convert_file_below_file(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes(0))
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    result = run_cli(
+        "data", "convert", "--mode", "image2bin", "--image-path", tmp_path / "a.jpg",
+        "--bin-path", afile / "a.bin",
+    )  # fmt: skip
+    assert_one_line_error(result, f"cannot create the output folder {afile}")
+    assert afile.read_text() == "keep me\n"
+
+
+def test_pack_mixed_sizes_warns(tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery"
+    (gallery / "a").mkdir(parents=True)
+    (gallery / "b").mkdir()
+    # The first image in packing order is the odd size out.
+    (gallery / "a" / "0.png").write_bytes(png_bytes(0, size=48))
+    (gallery / "a" / "1.jpg").write_bytes(jpeg_bytes(1, size=64))
+    (gallery / "b" / "0.jpg").write_bytes(jpeg_bytes(2, size=64))
+    (gallery / "b" / "1.png").write_bytes(png_bytes(3, size=80))
+    (gallery / "b" / "2.jpg").write_bytes(jpeg_bytes(4, size=64))
+    rec = tmp_path / "rec"
+    result = run_cli("data", "pack", "--image-dir", gallery, "-o", rec)
+    assert_ok(result)
+    assert (rec / "property").read_text() == "2,64,64\n"
+    warning = "2 of 5 images are not 64x64 (height x width)"
+    assert f"warning: {warning}" in result.stderr
+    assert warning in (rec / "plsc.log").read_text()
+
+
+def test_pack_friends_gallery_property(tmp_path: Path) -> None:
+    gallery = shared_path("data", "friends", "gallery")
+    rec = tmp_path / "rec"
+    result = run_cli("data", "pack", "--image-dir", gallery, "-o", rec)
+    assert_ok(result)
+    sizes: dict[tuple[int, int], int] = {}
+    for path in gallery.glob("*/*"):
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            height, width = cv2.imread(str(path), cv2.IMREAD_COLOR).shape[:2]
+            sizes[(height, width)] = sizes.get((height, width), 0) + 1
+    total = sum(sizes.values())
+    _, height, width = map(int, (rec / "property").read_text().split(","))
+    # Several sizes may tie for the most common; any of them is correct.
+    assert sizes[(height, width)] == max(sizes.values())
+    others = total - sizes[(height, width)]
+    assert f"warning: {others} of {total} images are not" in result.stderr
+
+
+def test_pack_image_size_resizes(tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery"
+    (gallery / "a").mkdir(parents=True)
+    (gallery / "a" / "0.png").write_bytes(png_bytes(0, size=48))
+    (gallery / "a" / "1.jpg").write_bytes(jpeg_bytes(1, size=80))
+    bgr = cv2.imdecode(np.frombuffer(jpeg_bytes(2, 64), np.uint8), cv2.IMREAD_COLOR)
+    rgba = np.concatenate([bgr, np.full((64, 64, 1), 128, np.uint8)], axis=2)
+    (gallery / "a" / "2.png").write_bytes(cv2.imencode(".png", rgba)[1].tobytes())
+    rec = tmp_path / "rec"
+    result = run_cli(
+        "data", "pack", "--image-dir", gallery, "-o", rec, "--image-size", "32"
+    )  # fmt: skip
+    assert_ok(result)
+    assert "warning" not in result.stderr
+    assert (rec / "property").read_text() == "1,32,32\n"
+    originals = [gallery / "a" / name for name in ("0.png", "1.jpg", "2.png")]
+    images = record_images(rec)
+    for key, path in enumerate(originals, 1):
+        assert images[key][:2] == b"\xff\xd8", path
+        stored = cv2.imdecode(np.frombuffer(images[key], np.uint8), cv2.IMREAD_COLOR)
+        source = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        expected = cv2.resize(source, (32, 32), interpolation=cv2.INTER_LINEAR)
+        params = [cv2.IMWRITE_JPEG_QUALITY, 100]
+        reference = cv2.imdecode(cv2.imencode(".jpg", expected, params)[1], 1)
+        np.testing.assert_array_equal(stored, reference, err_msg=str(path))

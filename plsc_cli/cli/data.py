@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -12,6 +13,9 @@ import typer
 
 from plsc_cli import console
 from plsc_cli.cli._common import OutputDir
+from plsc_cli.errors import PlscError
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer(
     help="Extract, pack and convert face datasets (RecordIO, label.txt, kv .bin).",
@@ -43,8 +47,13 @@ class ProgressBar:
             return
         if exc_type is not None:
             # Leave only the error message on stderr, without a stale bar.
+            # Progress.stop() would also print an empty line when stderr is not
+            # a terminal, so stop the live display directly.
             self._progress.remove_task(self._task)
             self._progress.live.transient = True
+            if not self._progress.disable:
+                self._progress.live.stop()
+            return
         self._progress.stop()
 
     def start(self, total: int) -> None:
@@ -60,20 +69,37 @@ class ProgressBar:
         self._progress.update(self._task, advance=count, rate=rate)
 
 
-def print_summary(title: str, summary: dict[str, Any], saved_to: Path | None) -> None:
-    """Print the image and class counts of a dataset summary."""
-    out = console.get_console()
+def prepare_output_dir(path: Path, option: str) -> Path:
+    """Create the output folder ``path`` given with ``option``, or explain why not."""
+    if path.exists() and not path.is_dir():
+        raise PlscError(
+            f"{option} {path} is a file, not a folder; pass a new or existing "
+            "folder path, or move the file away"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlscError(
+            f"{option} {path}: cannot create the folder ({exc.strerror}); "
+            "pass a folder path whose parents are folders you can write to"
+        ) from None
+    return path
+
+
+def log_summary(title: str, summary: dict[str, Any], saved_to: Path | None) -> None:
+    """Log the image and class counts of a dataset summary."""
     per_class = summary["images_per_class"]
-    out.print(title, markup=False)
-    out.print(f"  images: {summary['images']:,}", markup=False)
-    out.print(f"  classes: {summary['classes']:,}", markup=False)
-    out.print(
-        f"  images per class: min {per_class['min']}, median "
-        f"{per_class['median']:g}, max {per_class['max']}",
-        markup=False,
+    logger.info("%s", title)
+    logger.info("  images: %s", f"{summary['images']:,}")
+    logger.info("  classes: %s", f"{summary['classes']:,}")
+    logger.info(
+        "  images per class: min %s, median %s, max %s",
+        per_class["min"],
+        f"{per_class['median']:g}",
+        per_class["max"],
     )
     if saved_to is not None:
-        out.print(f"  summary saved to {saved_to}", markup=False)
+        logger.info("  summary saved to %s", saved_to)
 
 
 @app.command("extract")
@@ -97,8 +123,10 @@ def extract(
     """
     from plsc_cli.data.extract import SUMMARY_FILE, extract_recordio
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(output_dir, "--output-dir")
     console.add_log_file(output_dir)
+    logger.debug("extracting %s to %s", root_dir, output_dir)
+    logger.debug("options: reencode=%s workers=%d", reencode, workers)
     with ProgressBar("extract", "img") as bar:
         summary = extract_recordio(
             root_dir,
@@ -108,7 +136,7 @@ def extract(
             progress=bar.advance,
             on_start=bar.start,
         )
-    print_summary(
+    log_summary(
         f"Extracted {summary['rec_path']} to {output_dir} "
         f"({summary['written']:,} written, {summary['skipped_existing']:,} already "
         f"present, {summary['records_per_second']:,.0f} images/s)",
@@ -116,7 +144,7 @@ def extract(
         output_dir / SUMMARY_FILE,
     )
     for name in summary["verification_sets"]:
-        console.get_console().print(f"  copied verification set {name}", markup=False)
+        logger.info("  copied verification set %s", name)
 
 
 @app.command("pack")
@@ -133,24 +161,39 @@ def pack(
         Path | None,
         typer.Option(help="label.txt (path<TAB>label); default: one folder per id."),
     ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Resize every image to this size x this size pixels and store it "
+            "as JPEG quality 100, dropping any alpha channel (default: store the "
+            "files unchanged).",
+        ),
+    ] = None,
 ) -> None:
     """Pack a label.txt dataset or a folder per identity into RecordIO.
 
-    Writes train.rec, train.idx and property in the InsightFace layout.
+    Writes train.rec, train.idx and property in the InsightFace layout. Without
+    --image-size, images are packed unchanged; property records the most common
+    image size, and a warning counts the images of other sizes (training resizes
+    every image to 112x112).
     """
     from plsc_cli.data.pack import pack_dataset
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(output_dir, "--output-dir")
     console.add_log_file(output_dir)
+    logger.debug("packing %s to %s", image_dir, output_dir)
+    logger.debug("options: label_file=%s image_size=%s", label_file, image_size)
     with ProgressBar("pack", "img") as bar:
         summary = pack_dataset(
             image_dir,
             output_dir,
             label_file=label_file,
+            image_size=image_size,
             progress=bar.advance,
             on_start=bar.start,
         )
-    print_summary(f"Packed {summary['rec_path']}", summary, None)
+    log_summary(f"Packed {summary['rec_path']}", summary, None)
 
 
 class ConvertMode(StrEnum):
@@ -172,9 +215,17 @@ def convert(
     """Convert image files to and from per-image kv .bin files."""
     from plsc_cli.data.convert import convert as run_convert
 
+    if mode is ConvertMode.IMAGE2BIN:
+        source, target, target_option = image_path, bin_path, "--bin-path"
+    else:
+        source, target, target_option = bin_path, image_path, "--image-path"
+    if source.is_dir():
+        # A folder input writes into a folder, which also gets plsc.log.
+        prepare_output_dir(target, target_option)
+        console.add_log_file(target)
+    logger.debug("converting %s to %s (%s)", source, target, mode.value)
     with ProgressBar(mode.value, "file") as bar:
         count = run_convert(
             mode.value, image_path, bin_path, progress=bar.advance, on_start=bar.start
         )
-    target = bin_path if mode is ConvertMode.IMAGE2BIN else image_path
-    console.get_console().print(f"Wrote {count:,} files to {target}", markup=False)
+    logger.info("Wrote %s files to %s", f"{count:,}", target)

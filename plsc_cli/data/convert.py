@@ -40,12 +40,22 @@ def _plan(
     return [(p, target / p.parent.relative_to(source)) for p in files]
 
 
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlscError(
+            f"cannot create the output folder {folder} ({exc.strerror}); pass an "
+            "output path whose parents are folders, not files"
+        ) from None
+
+
 def _output_path(target: Path, name: str, input_is_file: bool) -> Path:
     """Return ``target`` itself for an input file, unless it is a folder."""
     if input_is_file and not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(target.parent)
         return target
-    target.mkdir(parents=True, exist_ok=True)
+    _make_folder(target)
     return target / name
 
 

@@ -4,13 +4,15 @@ The output is the InsightFace layout that ``scan_recordio`` and MXNet read.
 Record 0 is a header with labels [image end, identity end]. Records 1..N are
 the images sorted by class, each with a scalar float label and the file bytes
 as they are. One identity record per class follows, with labels [first, end)
-of its image keys. ``property`` contains ``num_classes,height,width``.
+of its image keys. ``property`` contains ``num_classes,height,width`` of the
+most common image size; a warning counts the images of other sizes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,8 @@ from plsc_cli.data.fileio import temp_path_for, write_text_atomic
 from plsc_cli.data.image import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
-    decode_image,
+    decode_image_bgr,
+    encode_jpeg,
     image_extension,
 )
 from plsc_cli.data.label_file import read_label_file
@@ -98,11 +101,40 @@ def _read_image_file(path: Path) -> bytes:
     return data
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def _decode(data: bytes, path: Path) -> np.ndarray:
+    """Decode the image ``data`` read from ``path`` to uint8 HxWx3 BGR."""
     try:
-        height, width = decode_image(_read_image_file(path)).shape[:2]
+        return decode_image_bgr(data)
     except ImageDecodeError as exc:
         raise PlscError(f"{path}: {exc}") from None
+
+
+def _resize_jpeg(image_bgr: np.ndarray, image_size: int) -> bytes:
+    """Resize to ``image_size`` squared (bilinear) and encode as JPEG quality 100."""
+    import cv2
+
+    resized = cv2.resize(
+        image_bgr, (image_size, image_size), interpolation=cv2.INTER_LINEAR
+    )
+    return encode_jpeg(resized)
+
+
+def _common_size(sizes: Counter[tuple[int, int]]) -> tuple[int, int]:
+    """Return the most common (height, width) and warn about the other sizes."""
+    (height, width), count = sizes.most_common(1)[0]
+    others = sum(sizes.values()) - count
+    if others:
+        logger.warning(
+            "%d of %d images are not %dx%d (height x width), the most common size; "
+            "property records %dx%d, the images are packed unchanged, and training "
+            "resizes every image to 112x112; pass --image-size to resize them here",
+            others,
+            others + count,
+            height,
+            width,
+            height,
+            width,
+        )
     return height, width
 
 
@@ -110,8 +142,13 @@ def write_insightface_recordio(
     output_dir: Path,
     images: PackInput,
     progress: Callable[[int], None] | None = None,
+    image_size: int | None = None,
 ) -> None:
-    """Write ``train.rec``, ``train.idx`` and ``property`` into ``output_dir``."""
+    """Write ``train.rec``, ``train.idx`` and ``property`` into ``output_dir``.
+
+    With ``image_size``, each image is resized to ``image_size`` squared and
+    stored as JPEG quality 100; otherwise the file bytes are stored unchanged.
+    """
     if len(images.paths) + images.num_classes + 1 > FLOAT32_EXACT_MAX:
         raise PlscError(
             f"{len(images.paths)} images and {images.num_classes} classes need "
@@ -128,11 +165,18 @@ def write_insightface_recordio(
     rec_path = output_dir / "train.rec"
     idx_path = output_dir / "train.idx"
     rec_temp, idx_temp = temp_path_for(rec_path), temp_path_for(idx_path)
+    sizes: Counter[tuple[int, int]] = Counter()
     try:
         with RecordIOWriter(rec_temp, idx_temp) as writer:
             writer.write(0, pack_payload([image_end, identity_end], b""))
             for key, i in enumerate(order.tolist(), 1):
                 data = _read_image_file(images.paths[i])
+                image = _decode(data, images.paths[i])
+                if image_size is not None:
+                    data = _resize_jpeg(image, image_size)
+                    sizes[(image_size, image_size)] += 1
+                else:
+                    sizes[(image.shape[0], image.shape[1])] += 1
                 writer.write(key, pack_payload(float(labels[key - 1]), data, id=key))
                 if progress is not None:
                     progress(1)
@@ -146,9 +190,7 @@ def write_insightface_recordio(
         rec_temp.unlink(missing_ok=True)
         idx_temp.unlink(missing_ok=True)
 
-    # NOTE: the size comes from the first image; images of other sizes are
-    # packed unchanged and the training pipeline resizes them.
-    height, width = _image_size(images.paths[int(order[0])])
+    height, width = _common_size(sizes)
     write_text_atomic(
         output_dir / "property", f"{images.num_classes},{height},{width}\n"
     )
@@ -160,6 +202,7 @@ def pack_dataset(
     label_file: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
     """Pack images into InsightFace-layout RecordIO and return a summary.
 
@@ -177,7 +220,7 @@ def pack_dataset(
         on_start(len(images.paths))
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_insightface_recordio(output_dir, images, progress)
+    write_insightface_recordio(output_dir, images, progress, image_size)
     if images.class_names is not None:
         lines = [f"{i}\t{name}\n" for i, name in enumerate(images.class_names)]
         write_text_atomic(output_dir / CLASSES_FILE, "".join(lines))
