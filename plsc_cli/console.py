@@ -95,12 +95,16 @@ def add_log_file(output_dir: str | os.PathLike[str], name: str = LOG_FILE_NAME) 
     path = Path(output_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("plsc_cli")
-    for handler in logger.handlers:
-        if (
-            isinstance(handler, logging.FileHandler)
-            and Path(handler.baseFilename) == path.resolve()
-        ):
+    for handler in list(logger.handlers):
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        if Path(handler.baseFilename) == path.resolve():
             return path
+        # A log file of an earlier command in this process (tests run several)
+        # belongs to that command's folder only.
+        if Path(handler.baseFilename).name == name:
+            logger.removeHandler(handler)
+            handler.close()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(
