@@ -260,6 +260,27 @@ def field_help(name: str) -> str:
     return _FIELD_DOCS.get(name, "")
 
 
+def field_default(name: str) -> str | None:
+    """Return a TrainConfig field's default as help text; None when it has none."""
+    import dataclasses
+
+    for item in dataclasses.fields(TrainConfig):
+        if item.name != name:
+            continue
+        if item.default_factory is not dataclasses.MISSING:
+            value = item.default_factory()
+        else:
+            value = item.default
+        if value is None or value == "" or value == []:
+            return None
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value)
+    raise KeyError(name)
+
+
 def _field_docs() -> dict[str, str]:
     """Read the field docstrings from this module's source."""
     import ast

@@ -208,3 +208,30 @@ def test_cli_help_lists_options():
     assert result.exit_code == 0
     for option in ("--gpus", "--nproc", "--resume", "--val-bin", "--head-dtype"):
         assert option in result.output
+
+
+def test_cli_help_shows_config_defaults():
+    import re
+
+    from plsc_cli.cli.app import app
+
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["train", "--help"])
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+    expected = {
+        "--mode": "dynamic",
+        "--backbone": "iresnet50",
+        "--margin": "arcface",
+        "--scale": "64.0",
+        "--sample-ratio": "1.0",
+        "--momentum": "0.9",
+        "--keep-last": "3",
+        "--seed": "0",
+        "--workers": "2",
+        "--log-every": "10",
+        "--lr-decay-epochs": "10,16,22",
+    }
+    for option, default in expected.items():
+        # Each option's help runs up to the next option.
+        match = re.search(rf"{option} .*?(?= --[a-z]|$)", text)
+        assert match, option
+        assert f"Default {default}." in match.group(0), match.group(0)
