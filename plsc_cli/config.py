@@ -435,6 +435,12 @@ def parse_synthetic(data: str) -> int | None:
     return int(match.group(1))
 
 
+_NO_GPU = (
+    "--gpus {spec}: Paddle sees no GPU on this machine (a CPU build of Paddle, "
+    "or no CUDA device); use --nproc N for CPU ranks, or install paddlepaddle-gpu"
+)
+
+
 def parse_gpus(spec: str, available: int | None) -> list[int]:
     """Parse a GPU list such as '0-7', '0,2,4', '0-3,6' or 'all' into ids.
 
@@ -446,7 +452,7 @@ def parse_gpus(spec: str, available: int | None) -> list[int]:
         if available is None:
             return []
         if available == 0:
-            raise PlscUsageError("--gpus all: Paddle sees no GPU on this machine")
+            raise PlscUsageError(_NO_GPU.format(spec=spec))
         return list(range(available))
     ids: list[int] = []
     for part in text.split(","):
@@ -462,6 +468,8 @@ def parse_gpus(spec: str, available: int | None) -> list[int]:
         ids.extend(range(first, last + 1))
     if len(set(ids)) != len(ids):
         _invalid("--gpus", spec, "list each GPU id once")
+    if available == 0:
+        raise PlscUsageError(_NO_GPU.format(spec=spec))
     if available is not None:
         missing = [i for i in ids if i >= available]
         if missing:

@@ -150,9 +150,11 @@ def test_parse_gpus_all_without_gpu():
         parse_gpus("all", available=0)
 
 
-def test_launch_command_for_gpus(tmp_path):
+def test_launch_command_for_gpus(tmp_path, monkeypatch):
+    from plsc_cli.distributed import launch
     from plsc_cli.distributed.launch import plan_launch
 
+    monkeypatch.setattr(launch, "_visible_gpus", lambda: 8)
     config = TrainConfig(data="synthetic:10", gpus="0,2,4", output_dir=str(tmp_path))
     plan = plan_launch(config, tmp_path / "config.json")
     command = plan.command
@@ -235,3 +237,21 @@ def test_cli_help_shows_config_defaults():
         match = re.search(rf"{option} .*?(?= --[a-z]|$)", text)
         assert match, option
         assert f"Default {default}." in match.group(0), match.group(0)
+
+
+@pytest.mark.parametrize("spec", ["0-1", "0", "3"])
+def test_parse_gpus_list_without_gpu(spec):
+    with pytest.raises(PlscUsageError, match=rf"--gpus {spec}: .*no GPU.*--nproc"):
+        parse_gpus(spec, available=0)
+
+
+def test_plan_launch_checks_gpu_list_on_cpu_paddle(tmp_path):
+    from plsc_cli.config import TrainConfig
+    from plsc_cli.console import import_paddle
+    from plsc_cli.distributed.launch import plan_launch
+
+    if import_paddle().device.is_compiled_with_cuda():
+        pytest.skip("this Paddle build has CUDA")
+    config = TrainConfig(data="synthetic:4", gpus="0-1", output_dir=str(tmp_path))
+    with pytest.raises(PlscUsageError, match="--gpus 0-1: Paddle sees no GPU"):
+        plan_launch(config, tmp_path / "config.json")

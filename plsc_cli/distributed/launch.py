@@ -87,7 +87,7 @@ def plan_launch(config: TrainConfig, config_path: Path) -> LaunchPlan:
         "True",
     ]
     if config.gpus is not None:
-        gpu_ids = parse_gpus(config.gpus, available=_visible_gpus(config.gpus))
+        gpu_ids = parse_gpus(config.gpus, available=_visible_gpus())
         local_ranks = len(gpu_ids)
         command += ["--devices", ",".join(map(str, gpu_ids))]
     else:
@@ -114,10 +114,8 @@ def plan_launch(config: TrainConfig, config_path: Path) -> LaunchPlan:
     return LaunchPlan(command, env, local_ranks, log_dir)
 
 
-def _visible_gpus(spec: str) -> int | None:
-    """Count GPUs only when 'all' needs the number (importing paddle is slow)."""
-    if spec.strip().lower() != "all":
-        return None
+def _visible_gpus() -> int:
+    """Count the GPUs Paddle sees, to check the --gpus ids against."""
     from plsc_cli.console import import_paddle
 
     paddle = import_paddle()
