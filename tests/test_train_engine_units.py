@@ -205,3 +205,17 @@ def test_failure_message_is_one_line_for_python_error(tmp_path, capsys):
     assert message.startswith("rank 0: bad pickle in lfw.bin")
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
+
+
+def test_too_few_classes_names_highest_label_and_line(tmp_path):
+    from plsc_cli.engine.trainer import too_few_classes
+
+    (tmp_path / "label.txt").write_text("a.jpg\t0\n\nb.jpg\t1\nc.jpg\t9\nd.jpg\t4\n")
+    message = too_few_classes(str(tmp_path), 2, 10)
+    assert message.startswith(
+        f"--num-classes 2 is too small: {tmp_path} has labels up to 9, "
+        "so at least 10 classes are needed"
+    )
+    assert f"(first: label 9 at {tmp_path / 'label.txt'}:4)" in message
+    assert "identities" not in message
+    assert "first:" not in too_few_classes("synthetic:10", 2, 10)
