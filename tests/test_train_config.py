@@ -255,3 +255,39 @@ def test_plan_launch_checks_gpu_list_on_cpu_paddle(tmp_path):
     config = TrainConfig(data="synthetic:4", gpus="0-1", output_dir=str(tmp_path))
     with pytest.raises(PlscUsageError, match="--gpus 0-1: Paddle sees no GPU"):
         plan_launch(config, tmp_path / "config.json")
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize("problem", ["missing", "unsafe", "data"])
+def test_cli_checks_inputs_before_launching_ranks(tmp_path, problem):
+    import pickle
+
+    from plsc_cli.cli.app import app
+
+    val_bin = tmp_path / "lfw.bin"
+    data = "synthetic:4"
+    if problem == "unsafe":
+        val_bin.write_bytes(pickle.dumps(_Payload()))
+    elif problem == "data":
+        val_bin = None
+        data = str(tmp_path / "no-such-data")
+    args = ["train", "--data", data, "--nproc", "2", "-o", str(tmp_path / "run")]
+    if val_bin is not None:
+        args += ["--val-bin", str(val_bin)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "starting" not in result.output
+    expected = {
+        "missing": f"verification set not found: {val_bin}",
+        "unsafe": "getcwd",
+        "data": "training data not found",
+    }[problem]
+    assert expected in result.output
+    assert not (tmp_path / "run" / "logs").exists()

@@ -126,6 +126,7 @@ def _visible_gpus() -> int:
 
 def train(config: TrainConfig) -> int:
     """Run the job described by ``config``; returns 0 or raises PlscError."""
+    check_inputs(config)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = config.save(run_dir / CONFIG_FILE_NAME)
@@ -144,6 +145,30 @@ def train(config: TrainConfig) -> int:
         plan.log_dir,
     )
     return 0
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """Check the training data path and the verification sets before launching.
+
+    A missing file then gives one clean error here instead of one per rank,
+    and before the run folder is made. Loading a verification pickle (without decoding its images) is cheap.
+    """
+    from plsc_cli.data.pipeline import ACCEPTED_LAYOUTS, SYNTHETIC_PREFIX
+    from plsc_cli.data.verification import load_verification_pickle
+
+    if config.data and not config.data.startswith(SYNTHETIC_PREFIX):
+        if not Path(config.data).exists():
+            raise PlscError(
+                f"training data not found: {config.data}; pass one of: "
+                f"{ACCEPTED_LAYOUTS}"
+            )
+    for path in config.val_bins:
+        if not Path(path).is_file():
+            raise PlscError(
+                f"verification set not found: {path}; give an existing .bin file "
+                "to --val-bin"
+            )
+        load_verification_pickle(Path(path))
 
 
 def run_launch(plan: LaunchPlan, grace_s: float = FAILURE_GRACE_S) -> int:
