@@ -151,7 +151,8 @@ def check_inputs(config: TrainConfig) -> None:
     """Check the training data path and the verification sets before launching.
 
     A missing file then gives one clean error here instead of one per rank,
-    and before the run folder is made. Loading a verification pickle (without decoding its images) is cheap.
+    and before the run folder is made. Loading a verification pickle (without
+    decoding its images) is cheap.
     """
     from plsc_cli.data.pipeline import ACCEPTED_LAYOUTS, SYNTHETIC_PREFIX
     from plsc_cli.data.verification import load_verification_pickle
