@@ -372,7 +372,35 @@ def build_config(
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(given, "command line")
     values.update(given)
-    return TrainConfig(**values)
+    try:
+        return TrainConfig(**values)
+    except PlscUsageError as exc:
+        from_file = {k for k in file_values if k not in given}
+        if config_file is None or not from_file:
+            raise
+        raise PlscUsageError(
+            _name_file_keys(str(exc), from_file, config_file)
+        ) from None
+
+
+def _name_file_keys(
+    message: str, keys: set[str], config_file: str | os.PathLike[str]
+) -> str:
+    """Name the YAML file, and its keys for the ``--option`` names in ``message``
+    whose values came from it."""
+    path = os.fspath(config_file)
+    named = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal named
+        key = match.group(1).replace("-", "_")
+        if key not in keys:
+            return match.group(0)
+        named = True
+        return key
+
+    rewritten = re.sub(r"--([a-z][a-z0-9-]*)", replace, message)
+    return f"{path}: {rewritten}" if named else message
 
 
 def read_yaml_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -291,3 +291,18 @@ def test_cli_checks_inputs_before_launching_ranks(tmp_path, problem):
     }[problem]
     assert expected in result.output
     assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_yaml_value_errors_name_file_and_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("batch-size: -3\nnproc: 2\n")
+    with pytest.raises(PlscUsageError) as info:
+        build_config(config_file=path)
+    assert str(info.value) == f"{path}: invalid batch_size -3: use 1 or more"
+    # The same bad value from the command line keeps naming the option.
+    with pytest.raises(PlscUsageError) as info:
+        build_config(config_file=path, overrides={"batch_size": -2})
+    assert str(info.value) == "invalid --batch-size -2: use 1 or more"
+    # Mixed sources: the file's key and the command line's option.
+    with pytest.raises(PlscUsageError, match=rf"^{path}: --gpus and nproc are both"):
+        build_config(config_file=path, overrides={"batch_size": 8, "gpus": "0"})
