@@ -260,6 +260,27 @@ def field_help(name: str) -> str:
     return _FIELD_DOCS.get(name, "")
 
 
+def field_default(name: str) -> str | None:
+    """Return a TrainConfig field's default as help text; None when it has none."""
+    import dataclasses
+
+    for item in dataclasses.fields(TrainConfig):
+        if item.name != name:
+            continue
+        if item.default_factory is not dataclasses.MISSING:
+            value = item.default_factory()
+        else:
+            value = item.default
+        if value is None or value == "" or value == []:
+            return None
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value)
+    raise KeyError(name)
+
+
 def _field_docs() -> dict[str, str]:
     """Read the field docstrings from this module's source."""
     import ast
@@ -351,7 +372,35 @@ def build_config(
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(given, "command line")
     values.update(given)
-    return TrainConfig(**values)
+    try:
+        return TrainConfig(**values)
+    except PlscUsageError as exc:
+        from_file = {k for k in file_values if k not in given}
+        if config_file is None or not from_file:
+            raise
+        raise PlscUsageError(
+            _name_file_keys(str(exc), from_file, config_file)
+        ) from None
+
+
+def _name_file_keys(
+    message: str, keys: set[str], config_file: str | os.PathLike[str]
+) -> str:
+    """Name the YAML file, and its keys for the ``--option`` names in ``message``
+    whose values came from it."""
+    path = os.fspath(config_file)
+    named = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal named
+        key = match.group(1).replace("-", "_")
+        if key not in keys:
+            return match.group(0)
+        named = True
+        return key
+
+    rewritten = re.sub(r"--([a-z][a-z0-9-]*)", replace, message)
+    return f"{path}: {rewritten}" if named else message
 
 
 def read_yaml_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -414,6 +463,12 @@ def parse_synthetic(data: str) -> int | None:
     return int(match.group(1))
 
 
+_NO_GPU = (
+    "--gpus {spec}: Paddle sees no GPU on this machine (a CPU build of Paddle, "
+    "or no CUDA device); use --nproc N for CPU ranks, or install paddlepaddle-gpu"
+)
+
+
 def parse_gpus(spec: str, available: int | None) -> list[int]:
     """Parse a GPU list such as '0-7', '0,2,4', '0-3,6' or 'all' into ids.
 
@@ -425,7 +480,7 @@ def parse_gpus(spec: str, available: int | None) -> list[int]:
         if available is None:
             return []
         if available == 0:
-            raise PlscUsageError("--gpus all: Paddle sees no GPU on this machine")
+            raise PlscUsageError(_NO_GPU.format(spec=spec))
         return list(range(available))
     ids: list[int] = []
     for part in text.split(","):
@@ -441,6 +496,8 @@ def parse_gpus(spec: str, available: int | None) -> list[int]:
         ids.extend(range(first, last + 1))
     if len(set(ids)) != len(ids):
         _invalid("--gpus", spec, "list each GPU id once")
+    if available == 0:
+        raise PlscUsageError(_NO_GPU.format(spec=spec))
     if available is not None:
         missing = [i for i in ids if i >= available]
         if missing:

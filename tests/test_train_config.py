@@ -150,9 +150,11 @@ def test_parse_gpus_all_without_gpu():
         parse_gpus("all", available=0)
 
 
-def test_launch_command_for_gpus(tmp_path):
+def test_launch_command_for_gpus(tmp_path, monkeypatch):
+    from plsc_cli.distributed import launch
     from plsc_cli.distributed.launch import plan_launch
 
+    monkeypatch.setattr(launch, "_visible_gpus", lambda: 8)
     config = TrainConfig(data="synthetic:10", gpus="0,2,4", output_dir=str(tmp_path))
     plan = plan_launch(config, tmp_path / "config.json")
     command = plan.command
@@ -208,3 +210,99 @@ def test_cli_help_lists_options():
     assert result.exit_code == 0
     for option in ("--gpus", "--nproc", "--resume", "--val-bin", "--head-dtype"):
         assert option in result.output
+
+
+def test_cli_help_shows_config_defaults():
+    import re
+
+    from plsc_cli.cli.app import app
+
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["train", "--help"])
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+    expected = {
+        "--mode": "dynamic",
+        "--backbone": "iresnet50",
+        "--margin": "arcface",
+        "--scale": "64.0",
+        "--sample-ratio": "1.0",
+        "--momentum": "0.9",
+        "--keep-last": "3",
+        "--seed": "0",
+        "--workers": "2",
+        "--log-every": "10",
+        "--lr-decay-epochs": "10,16,22",
+    }
+    for option, default in expected.items():
+        # Each option's help runs up to the next option.
+        match = re.search(rf"{option} .*?(?= --[a-z]|$)", text)
+        assert match, option
+        assert f"Default {default}." in match.group(0), match.group(0)
+
+
+@pytest.mark.parametrize("spec", ["0-1", "0", "3"])
+def test_parse_gpus_list_without_gpu(spec):
+    with pytest.raises(PlscUsageError, match=rf"--gpus {spec}: .*no GPU.*--nproc"):
+        parse_gpus(spec, available=0)
+
+
+def test_plan_launch_checks_gpu_list_on_cpu_paddle(tmp_path):
+    from plsc_cli.config import TrainConfig
+    from plsc_cli.console import import_paddle
+    from plsc_cli.distributed.launch import plan_launch
+
+    if import_paddle().device.is_compiled_with_cuda():
+        pytest.skip("this Paddle build has CUDA")
+    config = TrainConfig(data="synthetic:4", gpus="0-1", output_dir=str(tmp_path))
+    with pytest.raises(PlscUsageError, match="--gpus 0-1: Paddle sees no GPU"):
+        plan_launch(config, tmp_path / "config.json")
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize("problem", ["missing", "unsafe", "data"])
+def test_cli_checks_inputs_before_launching_ranks(tmp_path, problem):
+    import pickle
+
+    from plsc_cli.cli.app import app
+
+    val_bin = tmp_path / "lfw.bin"
+    data = "synthetic:4"
+    if problem == "unsafe":
+        val_bin.write_bytes(pickle.dumps(_Payload()))
+    elif problem == "data":
+        val_bin = None
+        data = str(tmp_path / "no-such-data")
+    args = ["train", "--data", data, "--nproc", "2", "-o", str(tmp_path / "run")]
+    if val_bin is not None:
+        args += ["--val-bin", str(val_bin)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "starting" not in result.output
+    expected = {
+        "missing": f"verification set not found: {val_bin}",
+        "unsafe": "getcwd",
+        "data": "training data not found",
+    }[problem]
+    assert expected in result.output
+    assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_yaml_value_errors_name_file_and_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("batch-size: -3\nnproc: 2\n")
+    with pytest.raises(PlscUsageError) as info:
+        build_config(config_file=path)
+    assert str(info.value) == f"{path}: invalid batch_size -3: use 1 or more"
+    # The same bad value from the command line keeps naming the option.
+    with pytest.raises(PlscUsageError) as info:
+        build_config(config_file=path, overrides={"batch_size": -2})
+    assert str(info.value) == "invalid --batch-size -2: use 1 or more"
+    # Mixed sources: the file's key and the command line's option.
+    with pytest.raises(PlscUsageError, match=rf"^{path}: --gpus and nproc are both"):
+        build_config(config_file=path, overrides={"batch_size": 8, "gpus": "0"})

@@ -142,3 +142,80 @@ def test_watchdog_stops_hanging_launcher(tmp_path):
     with pytest.raises(PlscError, match="rank 1"):
         run_launch(plan, grace_s=1.0)
     assert time.monotonic() - start < 30
+
+
+def test_blame_prefers_killed_rank_over_collective_error():
+    from plsc_cli.distributed.launch import RankEnd, blame
+
+    gloo = "RuntimeError: [gloo] TIMEOUT self_rank = 0 pair_rank = 1"
+    # Rank 0's collective error is seen first, within the same second.
+    ends = [RankEnd(0, 100.0, 1, gloo), RankEnd(1, 100.4, -9, None)]
+    assert blame(ends).rank == 1
+    # Rank 1's exit status was not seen, and it wrote no Python error.
+    ends = [RankEnd(0, 100.0, None, gloo), RankEnd(1, 100.2, None, None)]
+    assert blame(ends).rank == 1
+
+
+def test_blame_prefers_first_failure_over_stopped_ranks():
+    from plsc_cli.distributed.launch import RankEnd, blame
+
+    ends = [
+        RankEnd(0, 105.0, -15, None),  # stopped by the launcher later
+        RankEnd(1, 100.0, 1, "ValueError: bad batch"),
+        RankEnd(2, 100.5, -15, None),
+    ]
+    assert blame(ends).rank == 1
+    assert blame([RankEnd(0, 1.0, 0, None)]) is None
+
+
+def test_process_state_reads_exit_signal_of_zombie():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from plsc_cli.distributed.launch import _process_state
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _process_state(child.pid)[0] != "Z"
+        child.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _process_state(child.pid)[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _process_state(child.pid) == ("Z", -signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert _process_state(child.pid) is None
+
+
+def test_failure_message_is_one_line_for_python_error(tmp_path, capsys):
+    from plsc_cli.distributed.launch import RankWatch, _failure_message
+
+    (tmp_path / "rank0.pid").write_text("999999999")
+    (tmp_path / "rank0.message").write_text("bad pickle in lfw.bin\n")
+    (tmp_path / "rank0.error").write_text("Traceback (most recent...)\nX: y\n")
+    (tmp_path / "workerlog.0").write_text("Traceback (most recent call last):\n")
+    launch_log = tmp_path / "launch.log"
+    launch_log.write_text("Container rank 0 status failed cmd [] code 1 log x\n")
+    ranks = RankWatch(tmp_path)
+    ranks.settle(timeout=0.1)
+    message = _failure_message(tmp_path, launch_log, 1, ranks)
+    assert message.startswith("rank 0: bad pickle in lfw.bin")
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_too_few_classes_names_highest_label_and_line(tmp_path):
+    from plsc_cli.engine.trainer import too_few_classes
+
+    (tmp_path / "label.txt").write_text("a.jpg\t0\n\nb.jpg\t1\nc.jpg\t9\nd.jpg\t4\n")
+    message = too_few_classes(str(tmp_path), 2, 10)
+    assert message.startswith(
+        f"--num-classes 2 is too small: {tmp_path} has labels up to 9, "
+        "so at least 10 classes are needed"
+    )
+    assert f"(first: label 9 at {tmp_path / 'label.txt'}:4)" in message
+    assert "identities" not in message
+    assert "first:" not in too_few_classes("synthetic:10", 2, 10)

@@ -7,12 +7,15 @@ from typing import Annotated
 
 import typer
 
-from plsc_cli.config import PRESETS, field_help
+from plsc_cli.config import PRESETS, field_default, field_help
 from plsc_cli.errors import PlscUsageError
 
 
 def _help(name: str, extra: str = "") -> str:
-    return f"{field_help(name)} {extra}".strip()
+    """Join a config field's help, ``extra`` and the field's default value."""
+    default = field_default(name)
+    tail = f"Default {default}." if default is not None else ""
+    return " ".join(part for part in (field_help(name), extra, tail) if part)
 
 
 def _parse_epochs(text: str | None) -> list[int] | None:
@@ -39,33 +42,56 @@ def train(
     mode: Annotated[str | None, typer.Option(help=_help("mode"))] = None,
     backbone: Annotated[str | None, typer.Option(help=_help("backbone"))] = None,
     embedding_size: Annotated[
-        int | None, typer.Option(help=_help("embedding_size", "Default 512."))
+        int | None,
+        typer.Option(
+            help=_help(
+                "embedding_size",
+            )
+        ),
     ] = None,
     data: Annotated[str | None, typer.Option(help=_help("data"))] = None,
     num_classes: Annotated[int | None, typer.Option(help=_help("num_classes"))] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help=_help("batch_size", "Default 128."))
+        int | None,
+        typer.Option(
+            help=_help(
+                "batch_size",
+            )
+        ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help=_help("epochs", "Default 25."))
+        int | None,
+        typer.Option(
+            help=_help(
+                "epochs",
+            )
+        ),
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help=_help("max_steps"))] = None,
     lr: Annotated[float | None, typer.Option(help=_help("lr"))] = None,
     lr_decay_epochs: Annotated[
         str | None,
-        typer.Option(
-            help=_help("lr_decay_epochs", "Comma-separated; default 10,16,22.")
-        ),
+        typer.Option(help=_help("lr_decay_epochs", "Comma-separated.")),
     ] = None,
     lr_decay_factor: Annotated[
-        float | None, typer.Option(help=_help("lr_decay_factor", "Default 0.1."))
+        float | None,
+        typer.Option(
+            help=_help(
+                "lr_decay_factor",
+            )
+        ),
     ] = None,
     warmup_epochs: Annotated[
         float | None, typer.Option(help=_help("warmup_epochs"))
     ] = None,
     momentum: Annotated[float | None, typer.Option(help=_help("momentum"))] = None,
     weight_decay: Annotated[
-        float | None, typer.Option(help=_help("weight_decay", "Default 5e-4."))
+        float | None,
+        typer.Option(
+            help=_help(
+                "weight_decay",
+            )
+        ),
     ] = None,
     margin: Annotated[str | None, typer.Option(help=_help("margin"))] = None,
     scale: Annotated[float | None, typer.Option(help=_help("scale"))] = None,
@@ -79,7 +105,11 @@ def train(
     output_dir: Annotated[
         Path | None,
         typer.Option(
-            "--output-dir", "-o", help=_help("output_dir", "Default runs/train.")
+            "--output-dir",
+            "-o",
+            help=_help(
+                "output_dir",
+            ),
         ),
     ] = None,
     save_every: Annotated[int | None, typer.Option(help=_help("save_every"))] = None,

@@ -66,6 +66,28 @@ class Components:
         return cls(build_backbone, PartialFC, build_train_data)
 
 
+def too_few_classes(data: str, num_classes: int, data_classes: int) -> str:
+    """Explain that ``num_classes`` is below the labels of ``data``.
+
+    For a label.txt the first line whose label is out of range is named.
+    """
+    message = (
+        f"--num-classes {num_classes} is too small: {data} has labels up to "
+        f"{data_classes - 1}, so at least {data_classes} classes are needed"
+    )
+    path = Path(data)
+    label_file = path / "label.txt" if path.is_dir() else path
+    if label_file.suffix == ".txt" and label_file.is_file():
+        from plsc_cli.data.label_file import parse_label_lines
+
+        _, labels, line_numbers = parse_label_lines(label_file)
+        for label, line_no in zip(labels, line_numbers, strict=True):
+            if label >= num_classes:
+                message += f" (first: label {label} at {label_file}:{line_no})"
+                break
+    return message + "; raise it or leave it unset to take the count from the data"
+
+
 @dataclass
 class TrainState:
     """Position of the run; saved in every checkpoint."""
@@ -135,9 +157,7 @@ class Trainer:
         self.num_classes = config.num_classes or self.data.num_classes
         if self.data.num_classes > self.num_classes:
             raise PlscError(
-                f"--num-classes {self.num_classes} is smaller than the "
-                f"{self.data.num_classes} identities in {config.data}; raise it or "
-                "leave it unset to take the count from the data"
+                too_few_classes(config.data, self.num_classes, self.data.num_classes)
             )
         self.steps_per_epoch = self.data.steps_per_epoch
         self.global_batch = config.batch_size * self.world_size

@@ -5,17 +5,20 @@ rank, or calls :func:`run_worker` in its own process when no ranks are launched.
 Rank 0 also writes its INFO lines to ``<run>/logs/progress.log``, which the
 launcher shows on the terminal. A rank that fails writes its traceback to
 ``<run>/logs/rank<r>.error`` before exiting, so the launcher can report it.
+Every rank writes its process id to ``<run>/logs/rank<r>.pid`` when it starts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from plsc_cli import console
 from plsc_cli.config import TrainConfig
+from plsc_cli.errors import PlscError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,24 @@ PROGRESS_FILE = "progress.log"
 
 def error_file(run_dir: Path, rank: int) -> Path:
     return run_dir / LOGS_DIR / f"rank{rank}.error"
+
+
+def message_file(run_dir: Path, rank: int) -> Path:
+    """Holds the one-line summary of the rank's error."""
+    return run_dir / LOGS_DIR / f"rank{rank}.message"
+
+
+def error_summary(exc: BaseException) -> str:
+    """Summarise `exc` in one line: a PlscError's message, else class and message."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, PlscError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def pid_file(run_dir: Path, rank: int) -> Path:
+    """Holds the rank's process id, so the launcher can tell how it ended."""
+    return run_dir / LOGS_DIR / f"rank{rank}.pid"
 
 
 def run_worker(config: TrainConfig) -> object:
@@ -64,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     rank = env_rank()
     (run_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     _setup_rank_logging(run_dir, rank)
+    pid_file(run_dir, rank).write_text(str(os.getpid()), encoding="utf-8")
     try:
         run_worker(config)
     except BaseException as exc:
+        message_file(run_dir, rank).write_text(
+            error_summary(exc) + "\n", encoding="utf-8"
+        )
         error_file(run_dir, rank).write_text(
             "".join(traceback.format_exception(exc)), encoding="utf-8"
         )
