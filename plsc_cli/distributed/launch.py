@@ -378,6 +378,7 @@ def _failure_message(
             f"see {launch_log} and the worker logs in {log_dir}"
         )
     if end is None:
+        assert launcher_rank is not None  # both None returned above
         message = _read_message(log_dir, launcher_rank)
         end = RankEnd(launcher_rank, 0.0, launcher_code, message)
     code = end.code
