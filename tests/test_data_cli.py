@@ -570,7 +570,7 @@ def test_convert_file_below_file(tmp_path: Path) -> None:
         "data", "convert", "--mode", "image2bin", "--image-path", tmp_path / "a.jpg",
         "--bin-path", afile / "a.bin",
     )  # fmt: skip
-    assert_one_line_error(result, f"cannot create the output folder {afile}")
+    assert_one_line_error(result, f"the output folder {afile} is a file")
     assert afile.read_text() == "keep me\n"
 
 

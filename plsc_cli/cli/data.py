@@ -13,7 +13,7 @@ import typer
 
 from plsc_cli import console
 from plsc_cli.cli._common import OutputDir
-from plsc_cli.errors import PlscError
+from plsc_cli.data.fileio import make_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -69,23 +69,6 @@ class ProgressBar:
         self._progress.update(self._task, advance=count, rate=rate)
 
 
-def prepare_output_dir(path: Path, option: str) -> Path:
-    """Create the output folder ``path`` given with ``option``, or explain why not."""
-    if path.exists() and not path.is_dir():
-        raise PlscError(
-            f"{option} {path} is a file, not a folder; pass a new or existing "
-            "folder path, or move the file away"
-        )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PlscError(
-            f"{option} {path}: cannot create the folder ({exc.strerror}); "
-            "pass a folder path whose parents are folders you can write to"
-        ) from None
-    return path
-
-
 def log_summary(title: str, summary: dict[str, Any], saved_to: Path | None) -> None:
     """Log the image and class counts of a dataset summary."""
     per_class = summary["images_per_class"]
@@ -123,7 +106,7 @@ def extract(
     """
     from plsc_cli.data.extract import SUMMARY_FILE, extract_recordio
 
-    prepare_output_dir(output_dir, "--output-dir")
+    make_output_dir(output_dir, "--output-dir")
     console.add_log_file(output_dir)
     logger.debug("extracting %s to %s", root_dir, output_dir)
     logger.debug("options: reencode=%s workers=%d", reencode, workers)
@@ -180,7 +163,7 @@ def pack(
     """
     from plsc_cli.data.pack import pack_dataset
 
-    prepare_output_dir(output_dir, "--output-dir")
+    make_output_dir(output_dir, "--output-dir")
     console.add_log_file(output_dir)
     logger.debug("packing %s to %s", image_dir, output_dir)
     logger.debug("options: label_file=%s image_size=%s", label_file, image_size)
@@ -221,7 +204,7 @@ def convert(
         source, target, target_option = bin_path, image_path, "--image-path"
     if source.is_dir():
         # A folder input writes into a folder, which also gets plsc.log.
-        prepare_output_dir(target, target_option)
+        make_output_dir(target, target_option)
         console.add_log_file(target)
     logger.debug("converting %s to %s (%s)", source, target, mode.value)
     with ProgressBar(mode.value, "file") as bar:

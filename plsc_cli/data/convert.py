@@ -13,7 +13,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from plsc_cli.data.fileio import write_bytes_atomic
+from plsc_cli.data.fileio import make_output_dir, write_bytes_atomic
 from plsc_cli.data.image import IMAGE_EXTENSIONS
 from plsc_cli.data.kvbin import read_kv_bin, write_kv_bin
 from plsc_cli.errors import PlscError
@@ -40,22 +40,12 @@ def _plan(
     return [(p, target / p.parent.relative_to(source)) for p in files]
 
 
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PlscError(
-            f"cannot create the output folder {folder} ({exc.strerror}); pass an "
-            "output path whose parents are folders, not files"
-        ) from None
-
-
 def _output_path(target: Path, name: str, input_is_file: bool) -> Path:
     """Return ``target`` itself for an input file, unless it is a folder."""
     if input_is_file and not target.is_dir():
-        _make_folder(target.parent)
+        make_output_dir(target.parent)
         return target
-    _make_folder(target)
+    make_output_dir(target)
     return target / name
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from plsc_cli.errors import PlscError
+
 TEMP_SUFFIX = ".tmp"
 
 
@@ -50,3 +52,24 @@ def remove_stale_temp_files(folder: Path) -> int:
                 os.unlink(entry.path)
                 removed += 1
     return removed
+
+
+def make_output_dir(path: Path, option: str | None = None) -> Path:
+    """Create the output folder ``path``, or raise a PlscError saying why not.
+
+    ``option`` names the CLI option that gave the path, for the message.
+    """
+    where = f"{option} {path}" if option else f"the output folder {path}"
+    if path.exists() and not path.is_dir():
+        raise PlscError(
+            f"{where} is a file, not a folder; pass a new or existing "
+            "folder path, or move the file away"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlscError(
+            f"cannot create {where} ({exc.strerror}); pass a folder path "
+            "whose parents are folders you can write to"
+        ) from None
+    return path
