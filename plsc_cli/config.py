@@ -304,10 +304,11 @@ def _field_docs() -> dict[str, str]:
 _FIELD_DOCS = _field_docs()
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
-# The published PLSC recipe shared by the presets: 128 images per GPU, lr 0.1
-# per 512 images (lr None scales it with the global batch), decayed x0.1 at
-# epochs 10, 16 and 22 of 25, SGD with momentum 0.9 and weight decay 5e-4,
-# Partial FC sampling 10 % of the centers, ArcFace margins, FP16 on GPU.
+# The published PLSC recipe that the presets share. It uses 128 images per GPU
+# and lr 0.1 per 512 images (lr None scales it with the global batch), decayed
+# x0.1 at epochs 10, 16 and 22 of 25. SGD has momentum 0.9 and weight decay
+# 5e-4. Partial FC samples 10 % of the centers with ArcFace margins, in FP16 on
+# GPU.
 _PUBLISHED_RECIPE: dict[str, Any] = {
     "batch_size": 128,
     "epochs": 25,

@@ -2,7 +2,7 @@
 
 Each command lives in its own module and calls one library function; heavy
 imports (paddle, cv2, onnxruntime) happen inside the commands so that ``--help``
-and shell completion answer at once.
+and shell completion respond at once.
 """
 
 from __future__ import annotations

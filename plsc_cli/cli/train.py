@@ -143,7 +143,7 @@ def train(
     """Train a backbone with a sharded Partial FC head.
 
     Without --gpus, --nproc or --nnodes the job runs in this process on one
-    device; with them it starts one rank per device under
+    device. With them, plsc starts one rank per device under
     paddle.distributed.launch and writes per-rank logs to OUTPUT_DIR/logs.
     """
     from plsc_cli.config import build_config

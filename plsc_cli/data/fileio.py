@@ -1,6 +1,6 @@
 """Atomic file writes: a temporary name in the same folder, then ``os.replace``.
 
-A reader or a rerun after a crash sees either the old file or the complete new
+A reader or a rerun after a crash finds either the old file or the complete new
 one, never a partial file. Temporary names start with ``.`` and end with
 ``.tmp`` so that :func:`remove_stale_temp_files` can clean them up.
 """

@@ -115,7 +115,7 @@ def plan_launch(config: TrainConfig, config_path: Path) -> LaunchPlan:
 
 
 def _visible_gpus() -> int:
-    """Count the GPUs Paddle sees, to check the --gpus ids against."""
+    """Return the number of GPUs Paddle detects, to check the --gpus ids."""
     from plsc_cli.console import import_paddle
 
     paddle = import_paddle()

@@ -3,7 +3,7 @@
 Layout of ``ckpt-<step>/``::
 
     meta.json             step, epoch, world size, class split, config, version
-    backbone.npz          backbone weights (rank 0; every rank holds the same)
+    backbone.npz          backbone weights (rank 0; every rank has the same)
     optimizer.npz         backbone optimizer state (momentum, master weights)
     head-rank<r>.npz      class centers and their momentum of rank r's classes
     rng-rank<r>.json      seeds and data-order state of rank r
